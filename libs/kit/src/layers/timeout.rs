@@ -1,0 +1,69 @@
+//! Answers `DEADLINE_EXCEEDED` when a handler does not produce response headers in time.
+//!
+//! tonic's own server timeout answers `CANCELLED`, which tells the client the wrong story.
+//! Only the time to the response headers is bounded: a server stream keeps streaming after
+//! its headers are sent, which is what watch and tail calls need.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use slipway_proto::ApiError;
+
+#[derive(Debug, Clone, Copy)]
+pub struct TimeoutLayer {
+    timeout: Duration,
+}
+
+impl TimeoutLayer {
+    pub fn new(timeout: Duration) -> Self {
+        Self { timeout }
+    }
+}
+
+impl<S> tower::Layer<S> for TimeoutLayer {
+    type Service = Timeout<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Timeout {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeout<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for Timeout<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let response = self.inner.call(request);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, response).await {
+                Ok(result) => result,
+                Err(_) => {
+                    let status: tonic::Status = ApiError::DeadlineExceeded.into();
+                    Ok(status.into_http())
+                }
+            }
+        })
+    }
+}
