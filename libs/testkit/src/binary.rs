@@ -43,8 +43,9 @@ pub struct ServiceProcess {
 }
 
 impl ServiceProcess {
-    /// Runs `binary --listen 127.0.0.1:0 [args…]` with `env` added to the environment and
-    /// waits for its `listening on ADDR` line.
+    /// Runs `binary [args…] --listen 127.0.0.1:0` with `env` added to the environment and
+    /// waits for its `listening on ADDR` line. `args` come first so a subcommand
+    /// (`slipway dev`) can be named.
     pub async fn start(
         binary: impl AsRef<Path>,
         args: &[&str],
@@ -54,9 +55,9 @@ impl ServiceProcess {
         let name = binary.display().to_string();
         let mut command = Command::new(binary);
         command
+            .args(args)
             .arg("--listen")
             .arg("127.0.0.1:0")
-            .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -9,10 +9,7 @@ use crate::grpc;
 /// The services a server owning `packages` must list through reflection: every service of
 /// those packages, plus health and both reflection versions.
 pub fn expected_services(packages: &[&str]) -> Vec<String> {
-    let mut names: Vec<String> = packages
-        .iter()
-        .flat_map(|package| slipway_proto::services_in_package(package))
-        .collect();
+    let mut names = slipway_services(packages);
     names.extend(
         [
             "grpc.health.v1.Health",
@@ -21,6 +18,16 @@ pub fn expected_services(packages: &[&str]) -> Vec<String> {
         ]
         .map(str::to_owned),
     );
+    names.sort();
+    names
+}
+
+/// The Slipway services of `packages` (without health and reflection), sorted.
+pub fn slipway_services(packages: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = packages
+        .iter()
+        .flat_map(|package| slipway_proto::services_in_package(package))
+        .collect();
     names.sort();
     names
 }
@@ -110,9 +117,8 @@ pub async fn check_service_binary(
     let process = crate::binary::ServiceProcess::start(binary, &[], &env)
         .await
         .map_err(|e| e.to_string())?;
-    let not_built: Vec<String> = packages
-        .iter()
-        .flat_map(|package| slipway_proto::services_in_package(package))
+    let not_built: Vec<String> = slipway_services(packages)
+        .into_iter()
         .filter(|service| !built.contains(&service.as_str()))
         .collect();
     let not_built: Vec<&str> = not_built.iter().map(String::as_str).collect();

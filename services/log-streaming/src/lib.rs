@@ -59,6 +59,16 @@ impl App {
         let bus = slipway_events::connect(&settings.nats).await?;
         Ok(Self { db, bus })
     }
+
+    /// Builds the app on a database and bus shared with other services (the embedded
+    /// `slipway dev` mode), running this service's migrations first.
+    pub async fn from_parts(
+        db: slipway_db::DatabaseConnection,
+        bus: Arc<dyn EventBus>,
+    ) -> Result<Self, Error> {
+        slipway_db::migrate::<store::Migrator>(&db).await?;
+        Ok(Self { db, bus })
+    }
 }
 
 /// Adds this service's gRPC services to `server`: the ones built, and the packages it owns.

@@ -1,0 +1,2 @@
+#![forbid(unsafe_code)]
+//! End-to-end tests across Slipway services live in `tests/`; this crate has no code.
