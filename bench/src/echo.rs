@@ -42,6 +42,8 @@ impl EchoService for Echo {
 pub struct Measure {
     pub duration: Duration,
     pub rounds: usize,
+    /// Print every round's throughput to stderr, to see the machine's drift.
+    pub verbose: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,22 +61,41 @@ impl Stack {
     }
 }
 
-/// A running echo server; dropping `stop` shuts it down.
+/// A running echo server on a runtime of its own; dropping `stop` shuts it down.
+///
+/// The server gets one worker thread and the client (the bench's main runtime) the other
+/// core, so both stacks are measured on the same, fixed share of the machine instead of
+/// competing with the load generator for whichever core is free.
 struct RunningServer {
     addr: SocketAddr,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
+    runtime: tokio::runtime::Runtime,
 }
 
-async fn start(stack: Stack) -> anyhow::Result<RunningServer> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
+fn start(stack: Stack) -> anyhow::Result<RunningServer> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(match stack {
+            Stack::Bare => "bare-server",
+            Stack::Kit => "kit-server",
+        })
+        .enable_all()
+        .build()?;
+    // Bound here, adopted by the server's runtime inside its task: a runtime cannot be
+    // entered from the bench's own.
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    std_listener.set_nonblocking(true)?;
+    let addr = std_listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
     let shutdown = async {
         let _ = stopped.await;
     };
     let task = match stack {
-        Stack::Bare => tokio::spawn(async move {
+        Stack::Bare => runtime.spawn(async move {
+            let Ok(listener) = TcpListener::from_std(std_listener) else {
+                return;
+            };
             let _ = tonic::transport::Server::builder()
                 .add_service(EchoServiceServer::new(Echo))
                 .serve_with_incoming_shutdown(
@@ -87,12 +108,20 @@ async fn start(stack: Stack) -> anyhow::Result<RunningServer> {
             let metrics = Metrics::new("bench")?;
             let server = GrpcServer::new(ServerSettings::default(), metrics)
                 .add_service(EchoServiceServer::new(Echo));
-            tokio::spawn(async move {
+            runtime.spawn(async move {
+                let Ok(listener) = TcpListener::from_std(std_listener) else {
+                    return;
+                };
                 let _ = server.serve(listener, shutdown).await;
             })
         }
     };
-    Ok(RunningServer { addr, stop, task })
+    Ok(RunningServer {
+        addr,
+        stop,
+        task,
+        runtime,
+    })
 }
 
 struct Sample {
@@ -152,8 +181,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 pub async fn run(measure: &Measure) -> anyhow::Result<Vec<Figure>> {
-    let bare = start(Stack::Bare).await?;
-    let kit = start(Stack::Kit).await?;
+    let bare = start(Stack::Bare)?;
+    let kit = start(Stack::Kit)?;
     let mut figures = Vec::new();
     for concurrency in [1usize, 64] {
         // Rounds alternate bare and kit so drift on a shared machine hits both alike.
@@ -161,6 +190,14 @@ pub async fn run(measure: &Measure) -> anyhow::Result<Vec<Figure>> {
         for _ in 0..measure.rounds.max(1) {
             samples[0].push(drive(bare.addr, concurrency, measure.duration).await?);
             samples[1].push(drive(kit.addr, concurrency, measure.duration).await?);
+            if measure.verbose {
+                let last = |stack: &[Sample]| stack.last().map_or(0.0, |s| s.requests_per_second);
+                eprintln!(
+                    "round c{concurrency}: bare {:.0} req/s, kit {:.0} req/s",
+                    last(&samples[0]),
+                    last(&samples[1])
+                );
+            }
         }
         let mut per_stack = Vec::new();
         for (stack, samples) in [Stack::Bare, Stack::Kit].into_iter().zip(samples) {
@@ -200,6 +237,7 @@ pub async fn run(measure: &Measure) -> anyhow::Result<Vec<Figure>> {
     for server in [bare, kit] {
         let _ = server.stop.send(());
         let _ = server.task.await;
+        server.runtime.shutdown_background();
     }
     Ok(figures)
 }

@@ -15,25 +15,30 @@ struct Args {
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
     /// Measurements per configuration; the median is reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 7)]
     rounds: usize,
+    /// Print each round's figures to stderr.
+    #[arg(long)]
+    verbose: bool,
     /// Where the JSON figures go.
     #[arg(long, default_value = "target/bench/results.json")]
     output: std::path::PathBuf,
 }
 
-#[tokio::main]
+// One worker for the load generator; each server under test gets its own (see echo.rs).
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // The kit stack is measured with the subscriber a service really runs with, so span
-    // creation is paid for as in production.
-    tracing_subscriber::fmt()
-        .with_env_filter("info")
-        .with_writer(std::io::sink)
-        .init();
+    // The kit stack is measured with the telemetry a service really runs with (default
+    // settings: text logs at INFO, no trace export).
+    let telemetry = slipway_telemetry::init(
+        "slipway-bench",
+        &slipway_config::TelemetrySettings::default(),
+    )?;
     let measure = echo::Measure {
         duration: std::time::Duration::from_secs_f64(args.seconds),
         rounds: args.rounds,
+        verbose: args.verbose,
     };
     let mut figures = Vec::new();
     figures.extend(echo::run(&measure).await?);
@@ -43,5 +48,6 @@ async fn main() -> anyhow::Result<()> {
         figures.len(),
         args.output.display()
     );
+    telemetry.shutdown();
     Ok(())
 }

@@ -14,6 +14,8 @@ use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use slipway_config::{LogFormat, TelemetrySettings};
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -90,13 +92,20 @@ pub fn init(
                 .build(),
         )
     };
-    let otel_layer = tracer_provider
-        .as_ref()
-        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name)));
+    // Each output has its own filter: the log lines follow `log_filter`, while the trace
+    // exporter also takes the per-call DEBUG spans of `slipway_kit`, which would be noise
+    // (and a real cost) in the logs but are what a trace is made of.
+    let otel_layer = tracer_provider.as_ref().map(|provider| {
+        let spans = Targets::new()
+            .with_default(Level::INFO)
+            .with_target("slipway_kit", Level::DEBUG);
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(service_name))
+            .with_filter(spans)
+    });
 
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt_layer)
+        .with(fmt_layer.with_filter(filter))
         .with(otel_layer)
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInstalled)?;

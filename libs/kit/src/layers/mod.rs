@@ -2,9 +2,9 @@
 //!
 //! Order matters; from the outside in:
 //!
-//! 1. **Request id** ([`tower_http::request_id`], ids from [`request_id`]) — first, so that everything below,
+//! 1. **Request id** ([`request_id`]) — first, so that everything below,
 //!    including requests that are shed or time out, carries an `x-request-id` (the
-//!    caller's, or a fresh UUID) and the response echoes it for support tickets.
+//!    caller's, or a fresh one) and the response echoes it for support tickets.
 //! 2. **gRPC-Web** ([`tonic_web::GrpcWebLayer`]) — translates browser calls into plain
 //!    gRPC before anything inspects them, and translates every answer back, including the
 //!    answers the inner layers make up themselves.
@@ -26,9 +26,6 @@ use slipway_config::ServerSettings;
 use slipway_telemetry::metrics::Metrics;
 use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
-
-use self::request_id::MakeSequentialRequestId;
 
 /// The header carrying the request id, in and out.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -40,26 +37,15 @@ pub type KitStack = Stack<
         shed::LoadShedLayer,
         Stack<
             trace::TraceLayer,
-            Stack<
-                tonic_web::GrpcWebLayer,
-                Stack<
-                    PropagateRequestIdLayer,
-                    Stack<SetRequestIdLayer<MakeSequentialRequestId>, Identity>,
-                >,
-            >,
+            Stack<tonic_web::GrpcWebLayer, Stack<request_id::RequestIdLayer, Identity>>,
         >,
     >,
 >;
 
 /// Builds the stack described in the module docs.
 pub fn stack(settings: &ServerSettings, metrics: Metrics) -> KitStack {
-    let header = http::HeaderName::from_static(REQUEST_ID_HEADER);
     ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(
-            header.clone(),
-            MakeSequentialRequestId::new(),
-        ))
-        .layer(PropagateRequestIdLayer::new(header))
+        .layer(request_id::RequestIdLayer::new())
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(trace::TraceLayer::new(metrics))
         .layer(shed::LoadShedLayer::new(settings.concurrency_limit))

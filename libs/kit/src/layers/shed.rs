@@ -7,10 +7,11 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
+use pin_project_lite::pin_project;
 use slipway_proto::ApiError;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 #[derive(Debug, Clone)]
 pub struct LoadShedLayer {
@@ -46,34 +47,69 @@ pub struct LoadShed<S> {
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for LoadShed<S>
 where
     S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    ResBody: Default + Send + 'static,
-    S::Error: Send + 'static,
+    ResBody: Default,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = LoadShedFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
-            let status: tonic::Status = ApiError::Unavailable(
-                "the server is at its concurrency limit; retry with backoff".to_owned(),
-            )
-            .into();
-            return Box::pin(std::future::ready(Ok(status.into_http())));
-        };
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let result = response.await;
+        match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => LoadShedFuture::Admitted {
+                inner: self.inner.call(request),
+                permit: Some(permit),
+            },
+            Err(_) => {
+                let status: tonic::Status = ApiError::Unavailable(
+                    "the server is at its concurrency limit; retry with backoff".to_owned(),
+                )
+                .into();
+                LoadShedFuture::Shed {
+                    response: Some(status.into_http()),
+                }
+            }
+        }
+    }
+}
+
+pin_project! {
+    #[project = LoadShedProjection]
+    pub enum LoadShedFuture<F, ResBody> {
+        Admitted {
+            #[pin]
+            inner: F,
             // Held until the response headers exist: for unary calls that is the whole
             // handler, for streams the set-up (streams are long-lived by design and are
             // bounded by their own channels).
-            drop(permit);
-            result
-        })
+            permit: Option<OwnedSemaphorePermit>,
+        },
+        Shed {
+            response: Option<http::Response<ResBody>>,
+        },
+    }
+}
+
+impl<F, ResBody, E> Future for LoadShedFuture<F, ResBody>
+where
+    F: Future<Output = Result<http::Response<ResBody>, E>>,
+    ResBody: Default,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            LoadShedProjection::Admitted { inner, permit } => {
+                let result = ready!(inner.poll(cx));
+                drop(permit.take());
+                Poll::Ready(result)
+            }
+            LoadShedProjection::Shed { response } => {
+                Poll::Ready(Ok(response.take().unwrap_or_default()))
+            }
+        }
     }
 }

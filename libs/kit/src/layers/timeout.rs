@@ -6,9 +6,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use pin_project_lite::pin_project;
 use slipway_proto::ApiError;
 
 #[derive(Debug, Clone, Copy)]
@@ -42,28 +43,44 @@ pub struct Timeout<S> {
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for Timeout<S>
 where
     S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
     ResBody: Default,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = TimeoutFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let response = self.inner.call(request);
-        let timeout = self.timeout;
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, response).await {
-                Ok(result) => result,
-                Err(_) => {
-                    let status: tonic::Status = ApiError::DeadlineExceeded.into();
-                    Ok(status.into_http())
-                }
+        TimeoutFuture {
+            inner: tokio::time::timeout(self.timeout, self.inner.call(request)),
+        }
+    }
+}
+
+pin_project! {
+    pub struct TimeoutFuture<F> {
+        #[pin]
+        inner: tokio::time::Timeout<F>,
+    }
+}
+
+impl<F, ResBody, E> Future for TimeoutFuture<F>
+where
+    F: Future<Output = Result<http::Response<ResBody>, E>>,
+    ResBody: Default,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match ready!(self.project().inner.poll(cx)) {
+            Ok(result) => Poll::Ready(result),
+            Err(_elapsed) => {
+                let status: tonic::Status = ApiError::DeadlineExceeded.into();
+                Poll::Ready(Ok(status.into_http()))
             }
-        })
+        }
     }
 }
