@@ -208,3 +208,78 @@ async fn shutdown_gives_up_on_calls_after_the_grace_period() {
         asked.elapsed()
     );
 }
+
+#[tokio::test]
+async fn grpc_web_over_http1_is_answered() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let server = start(ServerSettings::default()).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // An empty message in a gRPC-Web frame: flag 0, length 0.
+    let request = "POST /slipway.catalog.v1.ProjectService/GetProject HTTP/1.1\r\n\
+                   Host: localhost\r\n\
+                   Content-Type: application/grpc-web+proto\r\n\
+                   X-Grpc-Web: 1\r\n\
+                   Content-Length: 5\r\n\
+                   Connection: close\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(&[0, 0, 0, 0, 0]).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response).to_ascii_lowercase();
+    assert!(response.starts_with("http/1.1 200"), "{response}");
+    assert!(
+        response.contains("content-type: application/grpc-web+proto"),
+        "{response}"
+    );
+    assert!(response.contains("grpc-status: 12"), "{response}");
+}
+
+#[tokio::test]
+async fn metrics_endpoint_counts_calls_by_method_and_code() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    // Reserve a free port for the metrics endpoint, then let the server bind it.
+    let metrics_addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let server = start(ServerSettings {
+        metrics_listen: metrics_addr.to_string(),
+        ..ServerSettings::default()
+    })
+    .await;
+    let channel = grpc::channel(server.addr);
+    let ok = grpc::call_with_empty_request(channel.clone(), "/test.v1.SleepService/Ms0").await;
+    assert_eq!(ok.code(), tonic::Code::Ok);
+    let planned =
+        grpc::call_with_empty_request(channel, "/slipway.catalog.v1.ProjectService/GetProject")
+            .await;
+    assert_eq!(planned.code(), tonic::Code::Unimplemented);
+
+    let mut stream = tokio::net::TcpStream::connect(metrics_addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut page = Vec::new();
+    stream.read_to_end(&mut page).await.unwrap();
+    let page = String::from_utf8_lossy(&page);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.contains(
+            "slipway_grpc_requests_total{code=\"0\",method=\"/test.v1.SleepService/Ms0\",service=\"kit-test\"} 1"
+        ),
+        "{page}"
+    );
+    assert!(
+        page.contains(
+            "slipway_grpc_requests_total{code=\"12\",method=\"/slipway.catalog.v1.ProjectService/GetProject\",service=\"kit-test\"} 1"
+        ),
+        "{page}"
+    );
+    assert!(
+        page.contains("slipway_grpc_request_duration_seconds_bucket"),
+        "{page}"
+    );
+}
