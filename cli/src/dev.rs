@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use slipway_config::{NatsSettings, ServerSettings, TelemetrySettings};
 use slipway_kit::GrpcServer;
+use slipway_service::Platform;
 use slipway_telemetry::metrics::Metrics;
 
 #[derive(Debug, clap::Args)]
@@ -33,18 +34,19 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     let db = slipway_db::connect(&database_url, 4, std::time::Duration::from_secs(5)).await?;
     let bus = slipway_events::in_memory(&NatsSettings::default()).await?;
 
-    let identity = slipway_identity::App::from_parts(db.clone(), bus.clone()).await?;
-    let catalog = slipway_catalog::App::from_parts(db.clone(), bus.clone()).await?;
-    let orchestrator = slipway_orchestrator::App::from_parts(db.clone(), bus.clone()).await?;
-    let build_runner = slipway_build_runner::App::from_parts(db.clone(), bus.clone()).await?;
-    let log_streaming = slipway_log_streaming::App::from_parts(db, bus).await?;
-
     let mut server = GrpcServer::new(ServerSettings::default(), Metrics::new("slipway-dev")?);
-    server = slipway_identity::mount(server, &identity);
-    server = slipway_catalog::mount(server, &catalog);
-    server = slipway_orchestrator::mount(server, &orchestrator);
-    server = slipway_build_runner::mount(server, &build_runner);
-    server = slipway_log_streaming::mount(server, &log_streaming);
+    let identity = Platform::shared::<slipway_identity::store::Migrator>(db.clone(), bus.clone());
+    server = slipway_identity::mount(server, &identity.await?);
+    let catalog = Platform::shared::<slipway_catalog::store::Migrator>(db.clone(), bus.clone());
+    server = slipway_catalog::mount(server, &catalog.await?);
+    let orchestrator =
+        Platform::shared::<slipway_orchestrator::store::Migrator>(db.clone(), bus.clone());
+    server = slipway_orchestrator::mount(server, &orchestrator.await?);
+    let build_runner =
+        Platform::shared::<slipway_build_runner::store::Migrator>(db.clone(), bus.clone());
+    server = slipway_build_runner::mount(server, &build_runner.await?);
+    let log_streaming = Platform::shared::<slipway_log_streaming::store::Migrator>(db, bus);
+    server = slipway_log_streaming::mount(server, &log_streaming.await?);
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -31,6 +31,12 @@ pub trait HasTelemetry {
     fn telemetry(&self) -> &TelemetrySettings;
 }
 
+impl HasTelemetry for slipway_config::ServiceSettings {
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
+    }
+}
+
 /// What a service's `serve` returns, boxed so [`run`] works for every service.
 pub type ServeFuture = Pin<Box<dyn Future<Output = Result<(), Box<dyn std::error::Error>>>>>;
 

@@ -19,8 +19,10 @@ pub const NATS_URL_ENV: &str = "SLIPWAY_TEST_NATS_URL";
 /// The server is `SLIPWAY_TEST_NATS_URL`, or a throwaway `nats-server -js` started once
 /// per test process. Tests share it, so each one puts [`namespace`](Self::namespace)
 /// into its stream names and subject prefixes: parallel tests then never consume each
-/// other's messages, and nothing needs deleting between tests.
-#[derive(Debug, Clone)]
+/// other's messages. Dropping it deletes the streams of its namespace: the services under
+/// test create the four platform streams with production-sized limits, and JetStream
+/// reserves those limits, so leftovers would soon exhaust the server's storage.
+#[derive(Debug)]
 pub struct TestNats {
     url: String,
     namespace: String,
@@ -38,6 +40,7 @@ impl TestNats {
                     detail: format!("start-up task failed: {e}"),
                 })??,
         };
+        purge_stale_streams_once(&url).await;
         Ok(Self {
             url,
             namespace: new_namespace(),
@@ -53,6 +56,75 @@ impl TestNats {
     /// consumer names and subject tokens alike.
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+}
+
+impl Drop for TestNats {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let prefix = format!("{}_", self.namespace.to_uppercase());
+        // Drop may run inside the test's runtime, so the clean-up gets a runtime of its own.
+        let outcome = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(delete_streams(&url, |name, _| name.starts_with(&prefix)));
+            Ok::<(), std::io::Error>(())
+        })
+        .join();
+        if !matches!(outcome, Ok(Ok(()))) {
+            eprintln!(
+                "slipway-testkit: could not delete the streams of {}",
+                self.namespace
+            );
+        }
+    }
+}
+
+/// Streams of test namespaces older than this are leftovers of killed test runs.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// Once per test process, deletes test-namespace streams (`T` + 32 hex digits + `_…`)
+/// created more than [`STALE_AFTER`] ago: no test runs that long, so their owner died.
+async fn purge_stale_streams_once(url: &str) {
+    static PURGED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    PURGED
+        .get_or_init(|| async {
+            let now = std::time::SystemTime::now();
+            delete_streams(url, |name, created| {
+                let is_test_stream = name.len() > 34
+                    && name.starts_with('T')
+                    && name.as_bytes()[33] == b'_'
+                    && name[1..33].bytes().all(|b| b.is_ascii_hexdigit());
+                let age = now.duration_since(created).unwrap_or_default();
+                is_test_stream && age > STALE_AFTER
+            })
+            .await;
+        })
+        .await;
+}
+
+/// Deletes the streams for which `doomed(name, created)` holds. Best effort: a test
+/// server that cannot be reached here will fail the test elsewhere, with a better message.
+async fn delete_streams(url: &str, doomed: impl Fn(&str, std::time::SystemTime) -> bool) {
+    use futures::StreamExt as _;
+    let Ok(client) = async_nats::connect(url).await else {
+        return;
+    };
+    let jetstream = async_nats::jetstream::new(client);
+    let names: Vec<String> = jetstream
+        .stream_names()
+        .filter_map(|name| async move { name.ok() })
+        .collect()
+        .await;
+    for name in names {
+        let Ok(stream) = jetstream.get_stream(&name).await else {
+            continue;
+        };
+        let created: std::time::SystemTime = stream.cached_info().created.into();
+        if doomed(&name, created) {
+            let _ = jetstream.delete_stream(&name).await;
+        }
     }
 }
 
