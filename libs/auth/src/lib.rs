@@ -11,11 +11,13 @@
 //!   [`rbac::authorize`], which decides allow or deny and how to answer a denial
 //!   (PERMISSION_DENIED, NOT_FOUND across organizations, UNAUTHENTICATED).
 //!
-//! The gRPC layer (reading `authorization: Bearer`, caching resolved principals, dropping
-//! them on identity events) builds on these.
+//! [`authn`] is the gRPC edge built on them: the layer that reads `authorization: Bearer`
+//! and resolves it through a service-specific [`PrincipalResolver`].
 
+pub mod authn;
 pub mod credential;
 pub mod rbac;
 
+pub use authn::{AuthenticateLayer, AuthnError, PrincipalResolver, principal};
 pub use credential::{Credential, CredentialError, CredentialHash, CredentialKind, NewCredential};
 pub use rbac::{Action, Decision, Principal, Resource, authorize};
