@@ -4,6 +4,7 @@
 //!
 //! Scenarios are added as modules; each returns [`report::Figure`]s.
 
+mod authz;
 mod echo;
 mod report;
 
@@ -42,6 +43,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut figures = Vec::new();
     figures.extend(echo::run(&measure).await?);
+    // Runs on this (the load generator's) thread: one core, nothing else running.
+    figures.extend(authz::run(measure.duration)?);
     report::write(&args.output, &figures)?;
     println!(
         "wrote {} figures to {}",
