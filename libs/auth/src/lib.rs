@@ -13,11 +13,25 @@
 //!
 //! [`authn`] is the gRPC edge built on them: the layer that reads `authorization: Bearer`
 //! and resolves it through a service-specific [`PrincipalResolver`].
+//!
+//! Around it, for services other than identity:
+//!
+//! - [`convert`]: the wire principal of `AuthService.Authenticate` to and from
+//!   [`rbac::Principal`], custom role grants included.
+//! - [`cache`] and [`remote`]: [`RemoteResolver`] asks identity, caches by credential hash
+//!   for a short TTL, and drops entries at once on identity change events.
+//! - [`oidc`]: verification of OIDC JWTs against the issuer's JWKS, for identity.
 
 pub mod authn;
+pub mod cache;
+pub mod convert;
 pub mod credential;
+pub mod oidc;
 pub mod rbac;
+pub mod remote;
 
 pub use authn::{AuthenticateLayer, AuthnError, PrincipalResolver, principal};
 pub use credential::{Credential, CredentialError, CredentialHash, CredentialKind, NewCredential};
+pub use oidc::{OidcClaims, OidcError, OidcSettings, OidcVerifier};
 pub use rbac::{Action, Decision, Principal, Resource, authorize};
+pub use remote::{RemoteResolver, RemoteSettings};
