@@ -21,6 +21,9 @@ pub const SERVICE_NAME: &str = "slipway-build-runner";
 /// The API packages this service owns.
 pub const PACKAGES: &[&str] = &["slipway.build.v1"];
 
+/// The gRPC services of [`PACKAGES`] built so far; the others answer `UNIMPLEMENTED`.
+pub const BUILT: &[&str] = &[];
+
 /// What the RPCs of [`PACKAGES`] not built yet answer, after the method name.
 pub const NOT_BUILT_YET: &str = "builds from git arrive with the build-runner issue";
 

@@ -6,7 +6,7 @@ async fn binary_serves_its_api_surface_and_stops_on_sigterm() {
     slipway_testkit::surface::check_service_binary(
         env!("CARGO_BIN_EXE_slipway-build-runner"),
         slipway_build_runner::PACKAGES,
-        &[],
+        slipway_build_runner::BUILT,
         true,
     )
     .await

@@ -21,6 +21,9 @@ pub const SERVICE_NAME: &str = "slipway-orchestrator";
 /// The API packages this service owns.
 pub const PACKAGES: &[&str] = &["slipway.deploy.v1", "slipway.agent.v1"];
 
+/// The gRPC services of [`PACKAGES`] built so far; the others answer `UNIMPLEMENTED`.
+pub const BUILT: &[&str] = &[];
+
 /// What the RPCs of [`PACKAGES`] not built yet answer, after the method name.
 pub const NOT_BUILT_YET: &str =
     "deployments, previews, notifications and the agent stream arrive with the orchestrator issue";
