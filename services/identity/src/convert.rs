@@ -288,3 +288,31 @@ pub fn token_principal(
         expire_time: token.expire_time.map(timestamp),
     }
 }
+
+/// The proto `Principal` of an OIDC user: its memberships, by organization name, with their
+/// roles, and when its JWT expires.
+pub fn user_principal(
+    user: &store::User,
+    memberships: &[store::UserMembership],
+    expire_time: Option<SystemTime>,
+) -> pb::Principal {
+    pb::Principal {
+        kind: pb::PrincipalKind::User.into(),
+        id: user.id.clone(),
+        display_name: if user.email.is_empty() {
+            user.display_name.clone()
+        } else {
+            user.email.clone()
+        },
+        memberships: memberships
+            .iter()
+            .map(|membership| pb::Membership {
+                organization_id: membership.organization_id.clone(),
+                organization_name: membership.organization_name.clone(),
+                member_id: membership.member_id.clone(),
+                role: Some(role_ref_to_proto(&membership.role)),
+            })
+            .collect(),
+        expire_time: expire_time.map(|time| timestamp(DateTime::<Utc>::from(time))),
+    }
+}

@@ -3,9 +3,10 @@
 //!
 //! Every service of `slipway.identity.v1` is served, each in `api/` (one file per gRPC
 //! service), over the typed store in `store/`. Callers authenticate with `slp_` API
-//! tokens, resolved from the store ([`resolver`]); OIDC JWTs, agent and service
-//! credentials are not issued or accepted yet (they answer `TOKEN_INVALID`). A fresh
-//! install starts with [`bootstrap`].
+//! tokens, resolved from the store, or, when an `[oidc]` issuer is configured
+//! ([`Settings`]), users with that issuer's JWTs, their user record created on first sight
+//! ([`resolver`]). Agent and service credentials are not issued or accepted yet (they
+//! answer `TOKEN_INVALID`). A fresh install starts with [`bootstrap`].
 
 pub mod api;
 pub mod bootstrap;
@@ -13,12 +14,14 @@ pub mod convert;
 pub mod grants;
 pub mod page;
 pub mod resolver;
+pub mod settings;
 pub mod store;
 pub mod validation;
 
 use std::future::Future;
+use std::sync::Arc;
 
-use slipway_auth::AuthenticateLayer;
+use slipway_auth::{AuthenticateLayer, OidcVerifier};
 use slipway_kit::GrpcServer;
 use slipway_proto::identity::v1::api_token_service_server::ApiTokenServiceServer;
 use slipway_proto::identity::v1::audit_service_server::AuditServiceServer;
@@ -34,8 +37,7 @@ use tower::Layer as _;
 
 pub use bootstrap::{BootstrapError, Bootstrapped, bootstrap};
 
-/// This service reads the settings every control-plane service reads.
-pub use slipway_service::ServiceSettings as Settings;
+pub use settings::{OidcConfig, Settings};
 
 /// The process and service name, in logs, traces and metrics.
 pub const SERVICE_NAME: &str = "slipway-identity";
@@ -65,9 +67,20 @@ pub const NOT_BUILT_YET: &str = "this part of the identity api is not built yet"
 /// Every built service sits behind `AuthenticateLayer` with identity's store-backed
 /// resolver, except `AuthService`, whose Authenticate must answer callers without a
 /// credential of their own; its Check and BatchCheck authenticate the caller themselves.
+///
+/// Users' OIDC JWTs are not accepted (no issuer is configured); see [`mount_with_oidc`].
 pub fn mount(server: GrpcServer, platform: &Platform) -> GrpcServer {
+    mount_with_oidc(server, platform, None)
+}
+
+/// [`mount`], accepting users' JWTs verified by `oidc` when given.
+pub fn mount_with_oidc(
+    server: GrpcServer,
+    platform: &Platform,
+    oidc: Option<Arc<OidcVerifier>>,
+) -> GrpcServer {
     let store = store::Store::new(platform.db.clone());
-    let resolver = resolver::StoreResolver::new(store.clone());
+    let resolver = resolver::StoreResolver::with_oidc(store.clone(), oidc);
     let ctx = api::Context {
         store: store.clone(),
         bus: platform.bus.clone(),
@@ -104,18 +117,23 @@ pub fn mount(server: GrpcServer, platform: &Platform) -> GrpcServer {
         .own_package("slipway.identity.v1", NOT_BUILT_YET)
 }
 
-/// Runs the service on `listener` until `shutdown` completes.
+/// Runs the service on `listener` until `shutdown` completes, accepting users' JWTs from
+/// the `[oidc]` issuer when one is configured.
 pub async fn serve(
     settings: Settings,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
+    let oidc = settings
+        .oidc
+        .as_ref()
+        .map(|oidc| Arc::new(OidcVerifier::new(oidc.verifier_settings())));
     slipway_service::serve::<store::Migrator, _>(
         SERVICE_NAME,
-        settings,
+        settings.service,
         listener,
         shutdown,
-        |server, platform| mount(server, &platform),
+        move |server, platform| mount_with_oidc(server, &platform, oidc),
     )
     .await
 }

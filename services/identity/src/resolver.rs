@@ -1,21 +1,26 @@
 //! Identity's own [`PrincipalResolver`]: credentials are resolved from identity's store,
 //! never through a call to itself. Other services resolve through `AuthService.Authenticate`.
 //!
-//! Only API tokens (`slp_…`) resolve today. Agent and service credentials and OIDC JWTs
-//! answer `TOKEN_INVALID` until their issuers exist, which is the documented answer for a
-//! credential Slipway does not know.
+//! API tokens (`slp_…`) resolve from the store. A bearer that is not an `slp…` credential
+//! and looks like a JWT is a user's OIDC token: verified by the configured issuer's
+//! [`OidcVerifier`], its user created on first sight, its memberships read now. Without an
+//! `[oidc]` issuer configured, JWTs answer `TOKEN_INVALID`, as do agent and service
+//! credentials until their issuers exist: the documented answer for a credential Slipway
+//! does not know.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::TimeDelta;
 use slipway_auth::credential::{Credential, CredentialError, CredentialKind};
-use slipway_auth::rbac::{Principal, Role};
-use slipway_auth::{AuthnError, PrincipalResolver};
+use slipway_auth::rbac::{Membership, Principal, Role};
+use slipway_auth::{AuthnError, OidcVerifier, PrincipalResolver};
 
 use crate::convert;
 use crate::grants::Grants;
-use crate::store::{self, ApiToken, RoleRef, SecretHash, Store, StoreError};
+use crate::store::{
+    self, ApiToken, RoleRef, SecretHash, Store, StoreError, User, UserClaims, UserMembership,
+};
 
 /// How often a token's `last_use_time` is written at most: once a minute, as the API
 /// documents, so authentication is a read on almost every call.
@@ -25,6 +30,7 @@ const LAST_USE_INTERVAL: TimeDelta = TimeDelta::minutes(1);
 #[derive(Clone, Debug)]
 pub struct StoreResolver {
     store: Store,
+    oidc: Option<Arc<OidcVerifier>>,
 }
 
 /// A resolved API token: its record (for `Authenticate`'s richer answer) and the principal.
@@ -34,9 +40,133 @@ pub struct ResolvedToken {
     pub principal: Principal,
 }
 
+/// A resolved OIDC user: its record and memberships (for `Authenticate`'s richer answer)
+/// and the principal.
+#[derive(Clone, Debug)]
+pub struct ResolvedUser {
+    pub user: User,
+    pub memberships: Vec<UserMembership>,
+    pub principal: Principal,
+}
+
+/// A resolved bearer credential of either kind identity issues or accepts.
+#[derive(Clone, Debug)]
+pub enum Resolved {
+    Token(ResolvedToken),
+    User(ResolvedUser),
+}
+
+impl Resolved {
+    pub fn principal(&self) -> &Principal {
+        match self {
+            Resolved::Token(resolved) => &resolved.principal,
+            Resolved::User(resolved) => &resolved.principal,
+        }
+    }
+
+    pub fn into_principal(self) -> Principal {
+        match self {
+            Resolved::Token(resolved) => resolved.principal,
+            Resolved::User(resolved) => resolved.principal,
+        }
+    }
+}
+
+/// Whether `bearer` has the shape of a JWT (three base64url segments, the signature
+/// possibly empty for an unsecured one, which the verifier refuses) and is not a Slipway
+/// credential.
+pub fn looks_like_jwt(bearer: &str) -> bool {
+    if bearer.starts_with("slp") {
+        return false;
+    }
+    let segments: Vec<&str> = bearer.split('.').collect();
+    segments.len() == 3
+        && !segments[0].is_empty()
+        && !segments[1].is_empty()
+        && segments.iter().all(|segment| {
+            segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 impl StoreResolver {
+    /// A resolver of API tokens only: JWTs answer `TOKEN_INVALID`.
     pub fn new(store: Store) -> Arc<Self> {
-        Arc::new(Self { store })
+        Self::with_oidc(store, None)
+    }
+
+    /// A resolver that also accepts users' JWTs verified by `oidc`, when given.
+    pub fn with_oidc(store: Store, oidc: Option<Arc<OidcVerifier>>) -> Arc<Self> {
+        Arc::new(Self { store, oidc })
+    }
+
+    /// Whether users' JWTs are accepted.
+    pub fn oidc_enabled(&self) -> bool {
+        self.oidc.is_some()
+    }
+
+    /// Resolves a bearer credential: a JWT when OIDC is configured and it looks like one,
+    /// otherwise an API token.
+    pub async fn resolve_any(&self, bearer: &str) -> Result<Resolved, AuthnError> {
+        if let Some(oidc) = &self.oidc
+            && looks_like_jwt(bearer)
+        {
+            return self.resolve_user(oidc, bearer).await.map(Resolved::User);
+        }
+        self.resolve_api_token(bearer).await.map(Resolved::Token)
+    }
+
+    /// Resolves a user's OIDC JWT: signature, issuer, audience and validity checked by the
+    /// verifier, the user created on first sight (or its email and name refreshed), and
+    /// its memberships with their roles as stored now.
+    async fn resolve_user(
+        &self,
+        oidc: &OidcVerifier,
+        bearer: &str,
+    ) -> Result<ResolvedUser, AuthnError> {
+        let claims = oidc.verify(bearer).await.map_err(|error| {
+            tracing::debug!(%error, "oidc token refused");
+            AuthnError::from(error)
+        })?;
+        let user = self
+            .store
+            .upsert_user(&UserClaims {
+                issuer: claims.issuer,
+                subject: claims.subject,
+                email: claims.email.unwrap_or_default(),
+                display_name: claims.name.unwrap_or_default(),
+            })
+            .await
+            .map_err(store_failure)?;
+        let memberships = self
+            .store
+            .memberships_of_user(&user.id)
+            .await
+            .map_err(store_failure)?;
+        let mut roles = Vec::with_capacity(memberships.len());
+        for membership in &memberships {
+            let role = self
+                .role(&membership.organization_id, &membership.role)
+                .await?;
+            roles.push(
+                Membership::new(membership.organization_id.as_str(), role)
+                    .with_member_id(membership.member_id.as_str()),
+            );
+        }
+        let display_name = if user.email.is_empty() {
+            user.display_name.as_str()
+        } else {
+            user.email.as_str()
+        };
+        let principal = Principal::user(user.id.as_str(), roles)
+            .with_display_name(display_name)
+            .with_expire_time(claims.expire_time);
+        Ok(ResolvedUser {
+            user,
+            memberships,
+            principal,
+        })
     }
 
     /// Resolves an `slp_` API token: offline format and checksum check (a typo never reaches
@@ -114,8 +244,25 @@ fn store_failure(error: StoreError) -> AuthnError {
 #[async_trait]
 impl PrincipalResolver for StoreResolver {
     async fn resolve(&self, bearer: &str) -> Result<Principal, AuthnError> {
-        self.resolve_api_token(bearer)
-            .await
-            .map(|resolved| resolved.principal)
+        self.resolve_any(bearer).await.map(Resolved::into_principal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_jwt;
+
+    #[test]
+    fn jwts_are_told_from_slipway_credentials() {
+        assert!(looks_like_jwt(
+            "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln-_"
+        ));
+        assert!(!looks_like_jwt("slp_abc.def.ghi"));
+        assert!(!looks_like_jwt("slpa_abcdef"));
+        assert!(!looks_like_jwt("a.b"));
+        assert!(!looks_like_jwt("a.b.c.d"));
+        assert!(!looks_like_jwt(".b.c"));
+        assert!(!looks_like_jwt("a.b!.c"));
+        assert!(!looks_like_jwt(""));
     }
 }

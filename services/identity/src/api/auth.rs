@@ -16,7 +16,7 @@ use slipway_proto::identity::v1::auth_service_server::AuthService;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::resolver::StoreResolver;
+use crate::resolver::{Resolved, StoreResolver};
 use crate::store::Store;
 use crate::validation::Violations;
 
@@ -74,7 +74,18 @@ impl Auth {
         if credential.is_empty() {
             return Err(AuthnError::Missing.into());
         }
-        let resolved = self.resolver.resolve_api_token(credential).await?;
+        let resolved = match self.resolver.resolve_any(credential).await? {
+            Resolved::Token(resolved) => resolved,
+            Resolved::User(resolved) => {
+                return Ok(pb::AuthenticateResponse {
+                    principal: Some(convert::user_principal(
+                        &resolved.user,
+                        &resolved.memberships,
+                        resolved.principal.expire_time(),
+                    )),
+                });
+            }
+        };
         let token = &resolved.token;
         let organization = self
             .store

@@ -57,29 +57,13 @@ impl Users {
                     .get_user(principal.id())
                     .await
                     .map_err(gone)?;
-                let memberships = self
-                    .ctx
-                    .store
-                    .memberships_of_user(&user.id)
-                    .await?
-                    .into_iter()
-                    .map(|membership| pb::Membership {
-                        organization_id: membership.organization_id,
-                        organization_name: membership.organization_name,
-                        member_id: membership.member_id,
-                        role: Some(convert::role_ref_to_proto(&membership.role)),
-                    })
-                    .collect();
+                let memberships = self.ctx.store.memberships_of_user(&user.id).await?;
                 Ok(pb::GetCurrentUserResponse {
-                    principal: Some(pb::Principal {
-                        kind: pb::PrincipalKind::User.into(),
-                        id: user.id.clone(),
-                        display_name: user.email.clone(),
-                        memberships,
-                        expire_time: principal.expire_time().map(|time| {
-                            convert::timestamp(chrono::DateTime::<chrono::Utc>::from(time))
-                        }),
-                    }),
+                    principal: Some(convert::user_principal(
+                        &user,
+                        &memberships,
+                        principal.expire_time(),
+                    )),
                     user: Some(convert::user_to_proto(&user)),
                 })
             }
