@@ -1,10 +1,12 @@
 //! The floor: a bare tonic unary echo, and the same echo served through the full kit
 //! (health, reflection, gRPC-Web, request id, trace span + metrics, load shed, timeout),
-//! driven by the same client at concurrency 1 and 64.
+//! driven by the same client at concurrency 1 and 64. The server runtime ([`start`]) and
+//! the load generator ([`drive`]) are shared with the other gRPC scenarios.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use hdrhistogram::Histogram;
 use slipway_config::ServerSettings;
 use slipway_kit::GrpcServer;
@@ -61,41 +63,79 @@ impl Stack {
     }
 }
 
-/// A running echo server on a runtime of its own; dropping `stop` shuts it down.
+/// A running server on a runtime of its own; [`RunningServer::stop`] shuts it down.
 ///
 /// The server gets one worker thread and the client (the bench's main runtime) the other
-/// core, so both stacks are measured on the same, fixed share of the machine instead of
+/// core, so every stack is measured on the same, fixed share of the machine instead of
 /// competing with the load generator for whichever core is free.
-struct RunningServer {
-    addr: SocketAddr,
+pub struct RunningServer {
+    pub addr: SocketAddr,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
     runtime: tokio::runtime::Runtime,
 }
 
-fn start(stack: Stack) -> anyhow::Result<RunningServer> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// The one-worker runtime a server under test runs on.
+pub fn server_runtime(name: &str) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
-        .thread_name(match stack {
-            Stack::Bare => "bare-server",
-            Stack::Kit => "kit-server",
-        })
+        .thread_name(name)
         .enable_all()
-        .build()?;
+        .build()
+}
+
+/// Serves on `runtime`: `serve` gets a listener on a free local port and the shutdown signal.
+pub fn start<F>(
+    runtime: tokio::runtime::Runtime,
+    serve: impl FnOnce(TcpListener, BoxFuture<'static, ()>) -> F + Send + 'static,
+) -> anyhow::Result<RunningServer>
+where
+    F: Future<Output = ()> + Send,
+{
     // Bound here, adopted by the server's runtime inside its task: a runtime cannot be
-    // entered from the bench's own.
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    std_listener.set_nonblocking(true)?;
-    let addr = std_listener.local_addr()?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let shutdown = async {
-        let _ = stopped.await;
+    // entered (nor dropped) from the bench's own.
+    let bound = std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| {
+        listener.set_nonblocking(true)?;
+        Ok((listener.local_addr()?, listener))
+    });
+    let (addr, std_listener) = match bound {
+        Ok(bound) => bound,
+        Err(error) => {
+            runtime.shutdown_background();
+            return Err(error.into());
+        }
     };
-    let task = match stack {
-        Stack::Bare => runtime.spawn(async move {
-            let Ok(listener) = TcpListener::from_std(std_listener) else {
-                return;
-            };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = runtime.spawn(async move {
+        if let Ok(listener) = TcpListener::from_std(std_listener) {
+            serve(
+                listener,
+                Box::pin(async {
+                    let _ = stopped.await;
+                }),
+            )
+            .await;
+        }
+    });
+    Ok(RunningServer {
+        addr,
+        stop,
+        task,
+        runtime,
+    })
+}
+
+impl RunningServer {
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+        self.runtime.shutdown_background();
+    }
+}
+
+fn start_echo(stack: Stack) -> anyhow::Result<RunningServer> {
+    match stack {
+        Stack::Bare => start(server_runtime("bare-server")?, |listener, shutdown| async {
             let _ = tonic::transport::Server::builder()
                 .add_service(EchoServiceServer::new(Echo))
                 .serve_with_incoming_shutdown(
@@ -105,59 +145,64 @@ fn start(stack: Stack) -> anyhow::Result<RunningServer> {
                 .await;
         }),
         Stack::Kit => {
-            let metrics = Metrics::new("bench")?;
-            let server = GrpcServer::new(ServerSettings::default(), metrics)
+            let server = GrpcServer::new(ServerSettings::default(), Metrics::new("bench")?)
                 .add_service(EchoServiceServer::new(Echo));
-            runtime.spawn(async move {
-                let Ok(listener) = TcpListener::from_std(std_listener) else {
-                    return;
-                };
+            start(server_runtime("kit-server")?, |listener, shutdown| async {
                 let _ = server.serve(listener, shutdown).await;
             })
         }
-    };
-    Ok(RunningServer {
-        addr,
-        stop,
-        task,
-        runtime,
-    })
+    }
 }
 
-struct Sample {
+/// One request of a scenario, on a client that [`drive`] clones for every worker.
+pub trait Rpc: Clone + Send + 'static {
+    fn call(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+impl Rpc for EchoServiceClient<Channel> {
+    async fn call(&mut self) -> anyhow::Result<()> {
+        self.echo(EchoRequest {
+            payload: vec![7; 16],
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+pub struct Sample {
     requests_per_second: f64,
     p50_us: f64,
     p99_us: f64,
 }
 
-async fn drive(addr: SocketAddr, concurrency: usize, duration: Duration) -> anyhow::Result<Sample> {
+/// Connects `client` to `addr`, warms up, then runs `concurrency` callers for `duration`.
+pub async fn drive<C: Rpc>(
+    addr: SocketAddr,
+    client: impl FnOnce(Channel) -> C,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Sample> {
     let channel = Channel::from_shared(format!("http://{addr}"))?
         .connect()
         .await?;
+    let client = client(channel);
     // Warm-up: connections, allocator, caches.
     let warm_until = Instant::now() + Duration::from_millis(300);
-    let mut warm = EchoServiceClient::new(channel.clone());
+    let mut warm = client.clone();
     while Instant::now() < warm_until {
-        warm.echo(EchoRequest {
-            payload: vec![7; 16],
-        })
-        .await?;
+        warm.call().await?;
     }
 
     let started = Instant::now();
     let deadline = started + duration;
     let mut workers = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
-        let mut client = EchoServiceClient::new(channel.clone());
+        let mut client = client.clone();
         workers.push(tokio::spawn(async move {
             let mut histogram = Histogram::<u64>::new(3)?;
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                client
-                    .echo(EchoRequest {
-                        payload: vec![7; 16],
-                    })
-                    .await?;
+                client.call().await?;
                 histogram.record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX))?;
             }
             anyhow::Ok(histogram)
@@ -180,16 +225,60 @@ fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
-pub async fn run(measure: &Measure) -> anyhow::Result<Vec<Figure>> {
-    let bare = start(Stack::Bare)?;
-    let kit = start(Stack::Kit)?;
-    let mut figures = Vec::new();
-    for concurrency in [1usize, 64] {
+/// Throughput, p50 and p99 of `scenario`: the medians over `samples`.
+pub fn summarize(scenario: &str, samples: &[Sample]) -> [Figure; 3] {
+    let of = |value: fn(&Sample) -> f64| median(samples.iter().map(value).collect());
+    [
+        Figure::new(
+            scenario,
+            "throughput",
+            of(|s| s.requests_per_second),
+            "req/s",
+        ),
+        Figure::new(scenario, "latency_p50", of(|s| s.p50_us), "us"),
+        Figure::new(scenario, "latency_p99", of(|s| s.p99_us), "us"),
+    ]
+}
+
+/// Prints `measured` beside `floor` (the same metrics, in the same order) and keeps it.
+pub fn compare(figures: &mut Vec<Figure>, measured: [Figure; 3], floor: &[Figure; 3]) {
+    for (figure, floor) in measured.into_iter().zip(floor) {
+        let figure = figure.against(floor);
+        figure.print();
+        figures.push(figure);
+    }
+}
+
+/// The concurrencies every gRPC scenario is driven at.
+pub const CONCURRENCY: [usize; 2] = [1, 64];
+
+/// What [`run`] measured: every figure, and the bare tonic floor per [`CONCURRENCY`], for
+/// other gRPC scenarios to be compared with.
+pub struct Floors {
+    pub figures: Vec<Figure>,
+    pub bare: Vec<[Figure; 3]>,
+}
+
+pub async fn run(measure: &Measure) -> anyhow::Result<Floors> {
+    let bare = start_echo(Stack::Bare)?;
+    let kit = start_echo(Stack::Kit)?;
+    let mut floors = Floors {
+        figures: Vec::new(),
+        bare: Vec::new(),
+    };
+    for concurrency in CONCURRENCY {
         // Rounds alternate bare and kit so drift on a shared machine hits both alike.
         let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
         for _ in 0..measure.rounds.max(1) {
-            samples[0].push(drive(bare.addr, concurrency, measure.duration).await?);
-            samples[1].push(drive(kit.addr, concurrency, measure.duration).await?);
+            for (server, samples) in [&bare, &kit].into_iter().zip(&mut samples) {
+                let sample = drive(
+                    server.addr,
+                    EchoServiceClient::new,
+                    concurrency,
+                    measure.duration,
+                );
+                samples.push(sample.await?);
+            }
             if measure.verbose {
                 let last = |stack: &[Sample]| stack.last().map_or(0.0, |s| s.requests_per_second);
                 eprintln!(
@@ -199,45 +288,23 @@ pub async fn run(measure: &Measure) -> anyhow::Result<Vec<Figure>> {
                 );
             }
         }
-        let mut per_stack = Vec::new();
-        for (stack, samples) in [Stack::Bare, Stack::Kit].into_iter().zip(samples) {
-            let scenario = format!("{}.c{concurrency}", stack.scenario());
-            per_stack.push([
-                Figure::new(
-                    &scenario,
-                    "throughput",
-                    median(samples.iter().map(|s| s.requests_per_second).collect()),
-                    "req/s",
-                ),
-                Figure::new(
-                    &scenario,
-                    "latency_p50",
-                    median(samples.iter().map(|s| s.p50_us).collect()),
-                    "us",
-                ),
-                Figure::new(
-                    &scenario,
-                    "latency_p99",
-                    median(samples.iter().map(|s| s.p99_us).collect()),
-                    "us",
-                ),
-            ]);
-        }
-        let [floor, kit_figures] = [&per_stack[0], &per_stack[1]];
-        for figure in floor {
+        let [bare_samples, kit_samples] = samples;
+        let floor = summarize(
+            &format!("{}.c{concurrency}", Stack::Bare.scenario()),
+            &bare_samples,
+        );
+        for figure in &floor {
             figure.print();
-            figures.push(figure.clone());
         }
-        for (figure, floor) in kit_figures.iter().zip(floor) {
-            let figure = figure.clone().against(floor);
-            figure.print();
-            figures.push(figure);
-        }
+        floors.figures.extend(floor.iter().cloned());
+        let kit_figures = summarize(
+            &format!("{}.c{concurrency}", Stack::Kit.scenario()),
+            &kit_samples,
+        );
+        compare(&mut floors.figures, kit_figures, &floor);
+        floors.bare.push(floor);
     }
-    for server in [bare, kit] {
-        let _ = server.stop.send(());
-        let _ = server.task.await;
-        server.runtime.shutdown_background();
-    }
-    Ok(figures)
+    bare.stop().await;
+    kit.stop().await;
+    Ok(floors)
 }

@@ -5,6 +5,7 @@
 //! Scenarios are added as modules; each returns [`report::Figure`]s.
 
 mod authz;
+mod check;
 mod echo;
 mod report;
 
@@ -42,7 +43,10 @@ async fn main() -> anyhow::Result<()> {
         verbose: args.verbose,
     };
     let mut figures = Vec::new();
-    figures.extend(echo::run(&measure).await?);
+    let floors = echo::run(&measure).await?;
+    figures.extend(floors.figures.iter().cloned());
+    // Identity's Check over gRPC, against the bare echo floor just measured.
+    figures.extend(check::run(&measure, &floors).await?);
     // Runs on this (the load generator's) thread: one core, nothing else running.
     figures.extend(authz::run(measure.duration)?);
     report::write(&args.output, &figures)?;
