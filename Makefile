@@ -5,12 +5,14 @@
 #                installed by scripts/test-services.sh when this machine has none)
 #   make lint    rustfmt, clippy -D warnings, buf lint
 #   make bench   release-built benchmarks; figures in target/bench/results.json
+#                (BENCH_ARGS="--only build,logs" runs some scenarios)
+#   make sdk     Python and TypeScript clients generated from proto/ (sdk/README.md)
 
 CARGO ?= cargo
 DEV_LISTEN ?= 127.0.0.1:7800
 DEV_DATA_DIR ?= .slipway-dev
 
-.PHONY: help dev test lint fmt bench proto-lint
+.PHONY: help dev test lint fmt bench proto-lint sdk
 
 help:
 	@sed -n 's/^#   make /make /p' Makefile
@@ -30,7 +32,11 @@ fmt:
 	$(CARGO) fmt --all
 
 bench:
-	$(CARGO) run --release -p slipway-bench -- --output target/bench/results.json
+	$(CARGO) build --release -p slipway
+	$(CARGO) run --release -p slipway-bench -- --output target/bench/results.json $(BENCH_ARGS)
+
+sdk: node_modules/.installed
+	scripts/sdk.sh all
 
 # buf comes from npm (@bufbuild/buf); installed once, locally.
 node_modules/.installed: package.json

@@ -7,7 +7,6 @@ use slipway_kit::GrpcServer;
 use slipway_proto::common::v1::EnvironmentMode;
 use slipway_proto::identity::v1::auth_service_client::AuthServiceClient;
 use slipway_proto::identity::v1::{CheckRequest, Resource, ResourceKind};
-use slipway_service::Platform;
 use slipway_telemetry::metrics::Metrics;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
@@ -44,11 +43,14 @@ async fn identity(dir: std::path::PathBuf) -> anyhow::Result<(GrpcServer, String
     let url = format!("sqlite://{}", dir.join("slipway.db").display());
     let db = slipway_db::connect(&url, 4, std::time::Duration::from_secs(5)).await?;
     let bus = slipway_events::in_memory(&NatsSettings::default()).await?;
-    let platform = Platform::shared::<slipway_identity::store::Migrator>(db, bus).await?;
+    // As `slipway dev` builds it: identity's cached resolver in front of its store.
+    let (identity, platform) =
+        slipway_identity::Identity::shared(db, bus, slipway_identity::AuthOptions::default())
+            .await?;
     let bootstrapped = slipway_identity::bootstrap(&platform, "bench").await?;
     let server = GrpcServer::new(ServerSettings::default(), Metrics::new("bench-identity")?);
     Ok((
-        slipway_identity::mount(server, &platform),
+        identity.mount(server),
         bootstrapped.organization_id,
         bootstrapped.secret,
     ))

@@ -84,6 +84,14 @@ pub fn server_runtime(name: &str) -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// A free local port, bound, and its address: for a server that must know its own address
+/// before it is built (see [`start_on`]).
+pub fn bind() -> std::io::Result<(SocketAddr, std::net::TcpListener)> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    Ok((listener.local_addr()?, listener))
+}
+
 /// Serves on `runtime`: `serve` gets a listener on a free local port and the shutdown signal.
 pub fn start<F>(
     runtime: tokio::runtime::Runtime,
@@ -94,17 +102,24 @@ where
 {
     // Bound here, adopted by the server's runtime inside its task: a runtime cannot be
     // entered (nor dropped) from the bench's own.
-    let bound = std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| {
-        listener.set_nonblocking(true)?;
-        Ok((listener.local_addr()?, listener))
-    });
-    let (addr, std_listener) = match bound {
-        Ok(bound) => bound,
+    match bind() {
+        Ok(bound) => start_on(runtime, bound, serve),
         Err(error) => {
             runtime.shutdown_background();
-            return Err(error.into());
+            Err(error.into())
         }
-    };
+    }
+}
+
+/// [`start`] on a listener already [`bind`]ed.
+pub fn start_on<F>(
+    runtime: tokio::runtime::Runtime,
+    (addr, std_listener): (SocketAddr, std::net::TcpListener),
+    serve: impl FnOnce(TcpListener, BoxFuture<'static, ()>) -> F + Send + 'static,
+) -> anyhow::Result<RunningServer>
+where
+    F: Future<Output = ()> + Send,
+{
     let (stop, stopped) = oneshot::channel::<()>();
     let task = runtime.spawn(async move {
         if let Ok(listener) = TcpListener::from_std(std_listener) {

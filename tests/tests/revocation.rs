@@ -82,10 +82,7 @@ async fn a_revoked_token_is_refused_by_another_service_within_a_second() {
     settings.nats.url = nats.url().to_owned();
     settings.nats.namespace = nats.namespace().to_owned();
 
-    let platform =
-        slipway_service::Platform::connect::<slipway_identity::store::Migrator>(&settings)
-            .await
-            .unwrap();
+    let (_, platform) = slipway_identity::connect(&settings).await.unwrap();
     let admin = slipway_identity::bootstrap(&platform, "acme")
         .await
         .unwrap();

@@ -80,17 +80,17 @@ pub fn principal<T>(request: &tonic::Request<T>) -> Result<&Principal, ApiError>
 }
 
 /// Wraps one gRPC service so that every call is authenticated first.
-pub struct AuthenticateLayer<R> {
+pub struct AuthenticateLayer<R: ?Sized> {
     resolver: Arc<R>,
 }
 
-impl<R> AuthenticateLayer<R> {
+impl<R: ?Sized> AuthenticateLayer<R> {
     pub fn new(resolver: Arc<R>) -> Self {
         Self { resolver }
     }
 }
 
-impl<R> Clone for AuthenticateLayer<R> {
+impl<R: ?Sized> Clone for AuthenticateLayer<R> {
     fn clone(&self) -> Self {
         Self {
             resolver: Arc::clone(&self.resolver),
@@ -98,7 +98,7 @@ impl<R> Clone for AuthenticateLayer<R> {
     }
 }
 
-impl<S, R> tower::Layer<S> for AuthenticateLayer<R> {
+impl<S, R: ?Sized> tower::Layer<S> for AuthenticateLayer<R> {
     type Service = Authenticated<S, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
@@ -110,12 +110,12 @@ impl<S, R> tower::Layer<S> for AuthenticateLayer<R> {
 }
 
 /// A gRPC service behind [`AuthenticateLayer`]; keeps the inner service's name.
-pub struct Authenticated<S, R> {
+pub struct Authenticated<S, R: ?Sized> {
     inner: S,
     resolver: Arc<R>,
 }
 
-impl<S: Clone, R> Clone for Authenticated<S, R> {
+impl<S: Clone, R: ?Sized> Clone for Authenticated<S, R> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -124,7 +124,9 @@ impl<S: Clone, R> Clone for Authenticated<S, R> {
     }
 }
 
-impl<S: tonic::server::NamedService, R> tonic::server::NamedService for Authenticated<S, R> {
+impl<S: tonic::server::NamedService, R: ?Sized> tonic::server::NamedService
+    for Authenticated<S, R>
+{
     const NAME: &'static str = S::NAME;
 }
 
@@ -136,7 +138,7 @@ where
         + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    R: PrincipalResolver,
+    R: PrincipalResolver + ?Sized,
     ReqBody: Send + 'static,
     ResBody: Default + Send + 'static,
 {

@@ -345,6 +345,23 @@ pub fn principal_to_proto(principal: &Principal) -> pb::Principal {
     }
 }
 
+/// Who did it, as events name it (`slipway.events.v1.Actor`): every service that publishes
+/// a change on the EVENTS stream names its caller this way.
+pub fn event_actor(principal: &Principal) -> slipway_proto::events::v1::Actor {
+    use slipway_proto::events::v1::{Actor, ActorKind};
+    let kind = match principal.kind() {
+        PrincipalKind::User => ActorKind::User,
+        PrincipalKind::ApiToken => ActorKind::ApiToken,
+        PrincipalKind::Agent => ActorKind::Agent,
+        PrincipalKind::Service => ActorKind::Service,
+    };
+    Actor {
+        kind: kind.into(),
+        id: principal.id().to_owned(),
+        display_name: principal.display_name().to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

@@ -12,20 +12,23 @@
 //! limited so that tokens with made-up `kid`s cannot turn the verifier into a load
 //! generator against the issuer.
 //!
-//! Fetches use the hyper client already in the tree, over plain HTTP only; an `https` URL
-//! is refused with [`OidcError::Unavailable`] until a TLS connector is added.
+//! Fetches use the hyper client already in the tree, over HTTPS (rustls, trusting the
+//! system's certificate store plus [`OidcSettings::extra_roots`], for issuers behind an
+//! installation's own CA) or plain HTTP (a sidecar or a test issuer on loopback).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 
 use crate::authn::AuthnError;
@@ -52,6 +55,9 @@ pub struct OidcSettings {
     pub min_refetch_interval: Duration,
     /// Deadline of each HTTP fetch.
     pub fetch_timeout: Duration,
+    /// Certificates trusted for HTTPS fetches besides the system's: an internal CA that
+    /// signed a self-hosted issuer's certificate.
+    pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
 impl OidcSettings {
@@ -75,6 +81,7 @@ impl OidcSettings {
             jwks_ttl: Duration::from_secs(3600),
             min_refetch_interval: Duration::from_secs(10),
             fetch_timeout: Duration::from_secs(5),
+            extra_roots: Vec::new(),
         }
     }
 
@@ -117,6 +124,16 @@ pub enum OidcError {
     Unavailable(String),
 }
 
+/// Why a verifier cannot be built: its TLS client, at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcSetupError {
+    /// A certificate of [`OidcSettings::extra_roots`] is not a usable trust anchor.
+    #[error("a configured root certificate is unusable: {0}")]
+    Root(rustls::Error),
+    #[error("no TLS configuration for OIDC fetches: {0}")]
+    Tls(rustls::Error),
+}
+
 impl From<OidcError> for AuthnError {
     fn from(error: OidcError) -> Self {
         match error {
@@ -152,7 +169,7 @@ struct Keys {
 /// Verifies JWTs of one issuer; cheap to share (`Arc`), keys cached inside.
 pub struct OidcVerifier {
     settings: OidcSettings,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     keys: Mutex<Option<Arc<Keys>>>,
     /// One fetch at a time: concurrent requests with a new `kid` share one refetch.
     fetching: tokio::sync::Mutex<()>,
@@ -168,14 +185,14 @@ impl std::fmt::Debug for OidcVerifier {
 
 impl OidcVerifier {
     /// A verifier; nothing is fetched until the first token.
-    pub fn new(settings: OidcSettings) -> Self {
-        let client = Client::builder(TokioExecutor::new()).build_http();
-        Self {
+    pub fn new(settings: OidcSettings) -> Result<Self, OidcSetupError> {
+        let client = Client::builder(TokioExecutor::new()).build(connector(&settings.extra_roots)?);
+        Ok(Self {
             settings,
             client,
             keys: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
-        }
+        })
     }
 
     /// The settings it was built with.
@@ -308,8 +325,8 @@ impl OidcVerifier {
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, OidcError> {
         let fail = |what: String| OidcError::Unavailable(format!("{url}: {what}"));
         let uri: http::Uri = url.parse().map_err(|_| fail("not a URL".into()))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(fail("only http:// is supported by this build".into()));
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(fail("only http:// and https:// URLs are fetched".into()));
         }
         let fetch = async {
             let response = self
@@ -331,6 +348,37 @@ impl OidcVerifier {
             .await
             .map_err(|_| fail("timed out".into()))?
     }
+}
+
+/// HTTPS (or plain HTTP) with rustls on ring, the provider the rest of the tree uses,
+/// named explicitly so no process-wide default is needed. Roots: the system's store (what
+/// cannot be loaded is logged and skipped) and `extra_roots`.
+fn connector(
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<HttpsConnector<HttpConnector>, OidcSetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for error in &native.errors {
+        tracing::warn!(%error, "a system certificate store could not be read");
+    }
+    let (_, unusable) = roots.add_parsable_certificates(native.certs);
+    if unusable > 0 {
+        tracing::debug!(unusable, "system certificates skipped");
+    }
+    for root in extra_roots {
+        roots.add(root.clone()).map_err(OidcSetupError::Root)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(OidcSetupError::Tls)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build())
 }
 
 fn is_asymmetric(alg: Algorithm) -> bool {

@@ -5,7 +5,8 @@
 //! Why this shape (DESIGN.md, "Who talks to whom"): identity is the one place credentials
 //! and roles live, but calling it on every request would put it on every request's path.
 //! So each service caches principals for a short TTL ([`CacheSettings`]) and follows
-//! `slipway.events.identity.>` ([`RemoteResolver::follow_identity_events`]) to drop entries
+//! `slipway.events.identity.>` ([`follow_identity_events`], shared with
+//! [`CachingResolver`](crate::CachingResolver)) to drop entries
 //! at once when a token is revoked or a role changes. The TTL bounds the damage of a lost
 //! event; the events make revocation take effect within a second rather than a TTL.
 //!
@@ -29,9 +30,9 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt as _;
 
 use crate::authn::{AuthnError, PrincipalResolver};
-use crate::cache::{CacheSettings, Invalidation, PrincipalCache, cache_key};
+use crate::cache::{CacheSettings, Invalidation, PrincipalCache};
+use crate::caching::resolve_cached;
 use crate::convert::{self, ConvertError};
-use crate::credential::{Credential, CredentialKind};
 use crate::rbac::{CustomRole, Principal};
 
 /// The subject filter of identity's change events.
@@ -103,19 +104,18 @@ impl RemoteResolver {
         &self.cache
     }
 
-    /// Subscribes to identity's change events and spawns the task that applies them to this
-    /// resolver's cache. The subscription exists when this returns, so every event published
-    /// afterwards is seen. If the subscription ends (the bus closed), the task drops the
-    /// whole cache, since events may have been missed, and subscribes again. Abort the
-    /// returned handle to stop it.
+    /// Follows identity's change events into this resolver's cache; see
+    /// [`follow_identity_events`]. Abort the returned handle to stop.
     pub async fn follow_identity_events(
         &self,
         bus: Arc<dyn EventBus>,
     ) -> Result<tokio::task::JoinHandle<()>, EventsError> {
-        let subscription = bus.subscribe(IDENTITY_EVENTS).await?;
-        let cache = Arc::clone(&self.cache);
-        let delay = self.settings.resubscribe_delay;
-        Ok(tokio::spawn(follow(bus, subscription, cache, delay)))
+        follow_identity_events(
+            bus,
+            Arc::clone(&self.cache),
+            self.settings.resubscribe_delay,
+        )
+        .await
     }
 
     async fn ask_identity(&self, bearer: &str) -> Result<Principal, AuthnError> {
@@ -188,30 +188,7 @@ impl RemoteResolver {
 #[async_trait]
 impl PrincipalResolver for RemoteResolver {
     async fn resolve(&self, bearer: &str) -> Result<Principal, AuthnError> {
-        if bearer.is_empty() {
-            return Err(AuthnError::Missing);
-        }
-        // A Slipway token with a typo or the wrong kind is refused offline: no cache entry
-        // and no call for what can never be valid. Anything else may be a JWT.
-        if CredentialKind::from_prefix(bearer).is_some() {
-            match Credential::parse(bearer) {
-                Ok(credential) if credential.kind().is_bearer() => {}
-                _ => return Err(AuthnError::Invalid),
-            }
-        }
-        let key = cache_key(bearer);
-        if let Some(cached) = self.cache.get(&key) {
-            return cached;
-        }
-        let generation = self.cache.generation();
-        let resolved = self.ask_identity(bearer).await;
-        match &resolved {
-            Ok(principal) => self
-                .cache
-                .insert_principal(key, principal.clone(), generation),
-            Err(error) => self.cache.insert_refusal(key, error.clone(), generation),
-        }
-        resolved
+        resolve_cached(&self.cache, bearer, || self.ask_identity(bearer)).await
     }
 }
 
@@ -270,6 +247,27 @@ pub fn invalidations_for(event: &events_pb::Event) -> Vec<Invalidation> {
         // Another domain's event on an identity subject: not ours to interpret.
         _ => vec![Invalidation::All],
     }
+}
+
+/// Subscribes to identity's change events and spawns the task that applies them to `cache`,
+/// the one follower of every cached resolver ([`RemoteResolver`] in other services,
+/// [`CachingResolver`](crate::CachingResolver) in identity, for changes made by its other
+/// replicas). The subscription exists when this returns, so every event published
+/// afterwards is seen. If the subscription ends (the bus closed), the task drops the whole
+/// cache, since events may have been missed, and subscribes again after `resubscribe_delay`.
+/// Abort the returned handle to stop it.
+pub async fn follow_identity_events(
+    bus: Arc<dyn EventBus>,
+    cache: Arc<PrincipalCache>,
+    resubscribe_delay: Duration,
+) -> Result<tokio::task::JoinHandle<()>, EventsError> {
+    let subscription = bus.subscribe(IDENTITY_EVENTS).await?;
+    Ok(tokio::spawn(follow(
+        bus,
+        subscription,
+        cache,
+        resubscribe_delay,
+    )))
 }
 
 async fn follow(

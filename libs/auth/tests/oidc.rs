@@ -1,5 +1,5 @@
 //! OIDC verification against a test issuer: keys generated here, discovery document and
-//! JWKS served over HTTP on 127.0.0.1:0.
+//! JWKS served on 127.0.0.1:0 over HTTP, and over HTTPS with a certificate of a test CA.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,6 +14,8 @@ use p256::elliptic_curve::sec1::ToEncodedPoint as _;
 use p256::pkcs8::EncodePrivateKey as _;
 use rsa::pkcs1::EncodeRsaPrivateKey as _;
 use rsa::traits::PublicKeyParts as _;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 use slipway_auth::{AuthnError, OidcError, OidcSettings, OidcVerifier};
 
@@ -78,6 +80,65 @@ struct Issuer {
 async fn issuer() -> Issuer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let (app, issuer) = issuer_app(url);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    issuer
+}
+
+/// The same issuer over HTTPS, its certificate (for 127.0.0.1) signed by the fixture CA
+/// (`tests/fixtures`).
+async fn https_issuer() -> Issuer {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let chain = CertificateDer::pem_file_iter(fixtures.join("issuer.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(fixtures.join("issuer.key")).unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let (app, issuer) = issuer_app(url);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends the handshake: nothing to do.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(tls),
+                        hyper_util::service::TowerToHyperService::new(app),
+                    )
+                    .await;
+            });
+        }
+    });
+    issuer
+}
+
+fn ca_certificates() -> Vec<CertificateDer<'static>> {
+    let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ca.pem");
+    CertificateDer::pem_file_iter(ca)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
+}
+
+/// Discovery and the JWKS of an issuer at `url`.
+fn issuer_app(url: String) -> (axum::Router, Issuer) {
     let keys = Arc::new(Mutex::new(Vec::new()));
     let jwks_fetches = Arc::new(AtomicUsize::new(0));
     let discovery = json!({ "issuer": url, "jwks_uri": format!("{url}/keys") });
@@ -95,12 +156,14 @@ async fn issuer() -> Issuer {
                 json_response(&json!({ "keys": keys }))
             }),
         );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Issuer {
-        url,
-        keys,
-        jwks_fetches,
-    }
+    (
+        app,
+        Issuer {
+            url,
+            keys,
+            jwks_fetches,
+        },
+    )
 }
 
 fn json_response(value: &Value) -> impl axum::response::IntoResponse + use<> {
@@ -118,7 +181,7 @@ impl Issuer {
     fn verifier(&self) -> OidcVerifier {
         let mut settings = OidcSettings::new(self.url.clone(), AUDIENCE);
         settings.min_refetch_interval = Duration::ZERO;
-        OidcVerifier::new(settings)
+        OidcVerifier::new(settings).unwrap()
     }
 }
 
@@ -272,7 +335,7 @@ async fn an_unknown_kid_refetches_at_most_once_per_interval() {
     issuer.publish(&known);
     let mut settings = OidcSettings::new(issuer.url.clone(), AUDIENCE);
     settings.min_refetch_interval = Duration::from_secs(60);
-    let verifier = OidcVerifier::new(settings);
+    let verifier = OidcVerifier::new(settings).unwrap();
     verifier
         .verify(&sign(&known, &claims(&issuer.url)))
         .await
@@ -294,7 +357,7 @@ async fn an_unreachable_issuer_is_unavailable_and_a_configured_jwks_url_skips_di
     let gone = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
     let key = ec_key("k");
-    let verifier = OidcVerifier::new(OidcSettings::new(gone.clone(), AUDIENCE));
+    let verifier = OidcVerifier::new(OidcSettings::new(gone.clone(), AUDIENCE)).unwrap();
     let outcome = verifier.verify(&sign(&key, &claims(&gone))).await;
     assert!(
         matches!(outcome, Err(OidcError::Unavailable(_))),
@@ -306,10 +369,36 @@ async fn an_unreachable_issuer_is_unavailable_and_a_configured_jwks_url_skips_di
     // The issuer named in tokens need not serve discovery when the JWKS URL is configured.
     let settings = OidcSettings::new("https://login.example.com", AUDIENCE)
         .with_jwks_url(format!("{}/keys", issuer.url));
-    let verifier = OidcVerifier::new(settings);
+    let verifier = OidcVerifier::new(settings).unwrap();
     let verified = verifier
         .verify(&sign(&key, &claims("https://login.example.com")))
         .await
         .unwrap();
     assert_eq!(verified.issuer, "https://login.example.com");
+}
+
+#[tokio::test]
+async fn an_issuer_over_https_is_trusted_through_its_ca_and_refused_without_it() {
+    let issuer = https_issuer().await;
+    let key = ec_key("tls");
+    issuer.publish(&key);
+    let token = sign(&key, &claims(&issuer.url));
+
+    let mut settings = OidcSettings::new(issuer.url.clone(), AUDIENCE);
+    settings.extra_roots = ca_certificates();
+    let verified = OidcVerifier::new(settings)
+        .unwrap()
+        .verify(&token)
+        .await
+        .unwrap();
+    assert_eq!(verified.issuer, issuer.url);
+
+    // The system's roots alone do not know the test CA: the keys cannot be fetched.
+    let untrusting = OidcVerifier::new(OidcSettings::new(issuer.url.clone(), AUDIENCE)).unwrap();
+    let outcome = untrusting.verify(&token).await;
+    assert!(
+        matches!(&outcome, Err(OidcError::Unavailable(detail)) if detail.contains(&issuer.url)),
+        "{outcome:?}"
+    );
+    assert_eq!(issuer.jwks_fetches.load(Ordering::SeqCst), 1);
 }

@@ -14,7 +14,8 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 
 pub use sections::{
-    DatabaseSettings, LogFormat, NatsSettings, ServerSettings, ServiceSettings, TelemetrySettings,
+    AuthSettings, DatabaseSettings, LogFormat, NatsSettings, ServerSettings, ServiceSettings,
+    TelemetrySettings,
 };
 
 /// The prefix of environment variables read as settings; `__` separates path segments.

@@ -16,6 +16,7 @@ pub struct ServiceSettings {
     pub database: DatabaseSettings,
     pub nats: NatsSettings,
     pub telemetry: TelemetrySettings,
+    pub auth: AuthSettings,
 }
 
 impl Validate for ServiceSettings {
@@ -23,7 +24,79 @@ impl Validate for ServiceSettings {
         self.server.validate()?;
         self.database.validate()?;
         self.nats.validate()?;
-        self.telemetry.validate()
+        self.telemetry.validate()?;
+        self.auth.validate()
+    }
+}
+
+/// The `slps_` prefix of control-plane service credentials (`slipway_auth::credential`).
+const SERVICE_CREDENTIAL_PREFIX: &str = "slps_";
+
+/// Characters of a service credential: the prefix, 43 random and 6 checksum characters.
+const SERVICE_CREDENTIAL_LEN: usize = SERVICE_CREDENTIAL_PREFIX.len() + 43 + 6;
+
+/// How a service authenticates its callers and itself (`[auth]`).
+///
+/// Every service other than identity resolves its callers' credentials by asking identity
+/// at `identity_url` (cached), and reads custom roles' grants from identity under
+/// `service_credential`. Identity accepts exactly the `service_credential` it is configured
+/// with as the control plane's own credential, so the operator puts one credential
+/// (`slipway-identity service-credential` prints a fresh one) in every service's settings.
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// identity's gRPC address (`http://identity:7801`). Required by every service except
+    /// identity itself, which resolves credentials from its own store.
+    pub identity_url: Option<String>,
+    /// The control plane's `slps_` credential. Secret: never printed by `Debug`. Only its
+    /// shape is checked here (this crate knows no checksums); services parse it fully at
+    /// start-up and refuse to start on a damaged one.
+    pub service_credential: Option<String>,
+}
+
+/// Written by hand so that settings can be logged without leaking the credential.
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("identity_url", &self.identity_url)
+            .field(
+                "service_credential",
+                &self.service_credential.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl Validate for AuthSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.identity_url {
+            let rest = ["http://", "https://"]
+                .iter()
+                .find_map(|scheme| url.strip_prefix(scheme));
+            if !rest.is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/')) {
+                return Err(ConfigError::invalid(
+                    "auth.identity_url",
+                    "must be an http:// or https:// URL, for example http://identity:7801",
+                ));
+            }
+        }
+        if let Some(credential) = &self.service_credential {
+            // The message never quotes the value: it is a secret, possibly with one typo.
+            let well_formed = credential.len() == SERVICE_CREDENTIAL_LEN
+                && credential
+                    .strip_prefix(SERVICE_CREDENTIAL_PREFIX)
+                    .is_some_and(|body| body.bytes().all(|b| b.is_ascii_alphanumeric()));
+            if !well_formed {
+                return Err(ConfigError::invalid(
+                    "auth.service_credential",
+                    format!(
+                        "must be an slps_ credential of {SERVICE_CREDENTIAL_LEN} characters, as \
+                         printed by `slipway-identity service-credential`"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

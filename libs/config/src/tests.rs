@@ -94,3 +94,41 @@ fn tempfile_in_target() -> (std::path::PathBuf, std::fs::File) {
     let file = std::fs::File::create(&path).unwrap();
     (path, file)
 }
+
+#[test]
+fn auth_is_optional_validated_and_never_printed() {
+    let credential = format!("slps_{}", "A1".repeat(25).get(..49).unwrap());
+    let settings: ServiceSettings = load_from(
+        None,
+        env(&[
+            ("SLIPWAY__AUTH__IDENTITY_URL", "http://127.0.0.1:7801"),
+            ("SLIPWAY__AUTH__SERVICE_CREDENTIAL", credential.as_str()),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        settings.auth.identity_url.as_deref(),
+        Some("http://127.0.0.1:7801")
+    );
+    assert_eq!(
+        settings.auth.service_credential.as_deref(),
+        Some(credential.as_str())
+    );
+    let printed = format!("{settings:?}");
+    assert!(!printed.contains(&credential), "{printed}");
+    assert!(printed.contains("<redacted>"), "{printed}");
+
+    let defaults: ServiceSettings = load_from(None, env(&[])).unwrap();
+    assert_eq!(defaults.auth.identity_url, None);
+    assert_eq!(defaults.auth.service_credential, None);
+
+    for (key, value) in [
+        ("SLIPWAY__AUTH__IDENTITY_URL", "identity:7801"),
+        ("SLIPWAY__AUTH__SERVICE_CREDENTIAL", "slp_abc"),
+        ("SLIPWAY__AUTH__SERVICE_CREDENTIAL", &credential[..40]),
+    ] {
+        let err = load_from::<ServiceSettings, _>(None, env(&[(key, value)])).unwrap_err();
+        assert!(err.to_string().contains("auth."), "{err}");
+        assert!(!err.to_string().contains("slps_A1"), "{err}");
+    }
+}

@@ -14,6 +14,7 @@ use futures::{Stream, StreamExt, stream::BoxStream};
 use crate::{
     error::EventsError,
     headers::Headers,
+    read::{ReadFrom, Reader},
     settings::{BusSettings, StreamKind},
     subject,
 };
@@ -135,6 +136,15 @@ impl ConsumerSpec {
             return Err(EventsError::InvalidSettings(
                 "max_deliver must be positive (use None for unlimited)".into(),
             ));
+        }
+        if self.deliver_from == DeliverFrom::New
+            && self.stream.retention() == crate::settings::Retention::WorkQueue
+        {
+            // JetStream refuses it too: a work queue hands out everything it holds.
+            return Err(EventsError::InvalidSettings(format!(
+                "a consumer of the work-queue stream {} must deliver from the start",
+                self.stream
+            )));
         }
         if self.prefetch == 0 {
             return Err(EventsError::InvalidSettings(
@@ -420,8 +430,21 @@ pub struct StreamInfo {
     pub max_bytes: Option<u64>,
 }
 
+/// What a stream holds at one sequence: where it was published and under which id. The
+/// payload is deliberately left out: `AGENT` commands carry secrets in clear, and this is
+/// for operators and tests asking "is it still there?", not a second way to read them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// The logical subject it was published to.
+    pub subject: String,
+    /// Its sequence in the stream.
+    pub sequence: u64,
+    /// The publisher's deduplication id.
+    pub message_id: Option<String>,
+}
+
 /// The platform's message bus: durable streams, deduplicated publishing, shared durable
-/// pull consumers with explicit acknowledgement, and live subscriptions.
+/// pull consumers with explicit acknowledgement, live subscriptions and ephemeral notices.
 ///
 /// All subjects are *logical* (`slipway.events.…`); the bus applies its
 /// [`Namespace`](crate::Namespace). Object safe, to be shared as `Arc<dyn EventBus>`.
@@ -454,6 +477,76 @@ pub trait EventBus: Send + Sync + 'static {
     /// Deletes a durable consumer; its handles end. `ConsumerNotFound` if there is none.
     async fn delete_consumer(&self, stream: StreamKind, durable: &str) -> Result<(), EventsError>;
 
-    /// Follows messages published from now on to `subject` (wildcards allowed).
+    /// The message the stream holds at `sequence`, or `None` when it holds none there
+    /// (never stored, acknowledged off a work queue, or pushed out by a limit).
+    async fn stream_message(
+        &self,
+        stream: StreamKind,
+        sequence: u64,
+    ) -> Result<Option<StoredMessage>, EventsError>;
+
+    /// Reads back the messages of a limits stream (`EVENTS`, `LOGS`) that match `filter`
+    /// (wildcards allowed) from `from` on, oldest first, then follows new ones, without a
+    /// durable consumer and without acknowledgements. Work queues cannot be read back
+    /// (their messages belong to their consumer, and `AGENT`'s carry secrets), nor a filter
+    /// outside the stream: `InvalidSubject`.
+    async fn read(
+        &self,
+        stream: StreamKind,
+        filter: &str,
+        from: ReadFrom,
+    ) -> Result<Reader, EventsError>;
+
+    /// Follows messages published from now on to `subject` (wildcards allowed): stored
+    /// publishes and [`notify`](Self::notify) notices alike.
     async fn subscribe(&self, subject: &str) -> Result<Subscription, EventsError>;
+
+    /// Sends an ephemeral notice to the live subscribers of `subject` (core NATS): never
+    /// stored, at most once, lost when no one listens. For announcements that matter only
+    /// to whoever is connected right now (agent session hand-overs). `subject` must lie
+    /// outside every stream's subjects (use `slipway.notices.…`, see
+    /// [`subject::NOTICES`](crate::subject::NOTICES)): a stream would store the notice
+    /// anyway, and a work-queue stream would keep it with no consumer to take it;
+    /// `InvalidSubject` otherwise. `message_id` travels as `Nats-Msg-Id` for the receiver.
+    async fn notify(
+        &self,
+        subject: &str,
+        message_id: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), EventsError>;
+}
+
+/// Rejects a notice that either bus would store or could not carry, identically for both.
+pub(crate) fn validate_notice(
+    subject_name: &str,
+    message_id: &str,
+    headers: &Headers,
+) -> Result<(), EventsError> {
+    validate_publish(subject_name, message_id, headers)?;
+    if StreamKind::for_subject(subject_name).is_some() {
+        return Err(EventsError::InvalidSubject {
+            subject: subject_name.to_owned(),
+            reason: "a notice may not go to a stream's subject: the stream would store it",
+        });
+    }
+    Ok(())
+}
+
+/// Rejects a read that either bus would refuse, identically for both.
+pub(crate) fn validate_read(kind: StreamKind, filter: &str) -> Result<(), EventsError> {
+    subject::validate(filter, true)?;
+    if kind.retention() != crate::settings::Retention::Limits {
+        return Err(EventsError::InvalidSubject {
+            subject: filter.to_owned(),
+            reason: "a work-queue stream cannot be read back",
+        });
+    }
+    if !subject::is_subset(filter, kind.subjects()) {
+        return Err(EventsError::InvalidSubject {
+            subject: filter.to_owned(),
+            reason: "the filter reaches outside the stream",
+        });
+    }
+    Ok(())
 }

@@ -96,6 +96,24 @@ pub enum EventsError {
         #[source]
         source: BoxError,
     },
+    /// The stream exists with another retention than the platform needs, and JetStream
+    /// cannot change a stream's retention in place (an `AGENT` stream from before it became
+    /// a work queue, for instance). The operator has to recreate it; see the message.
+    #[error(
+        "stream {stream} exists with {found} retention, but slipway needs {wanted} retention, \
+         and NATS cannot change a stream's retention in place. Recreate it: let running \
+         deployments and builds finish, stop every slipway service, delete the stream \
+         (`nats stream rm {stream}`, which drops whatever it still holds), then start the \
+         services again: they create it anew"
+    )]
+    StreamRetention {
+        /// The (namespaced) stream name.
+        stream: String,
+        /// The retention the existing stream has (`limits`, `interest`, `work-queue`).
+        found: String,
+        /// The retention the platform needs.
+        wanted: crate::Retention,
+    },
     /// Creating, binding or deleting a durable consumer failed.
     #[error("consumer {durable} on stream {stream}: {operation} failed")]
     Consumer {

@@ -9,7 +9,9 @@ use async_nats::{
         consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
         context::{GetStreamErrorKind, PublishErrorKind},
         message::{Acker, PublishMessage},
-        stream::{ConsumerErrorKind, DiscardPolicy, RetentionPolicy, StorageType},
+        stream::{
+            ConsumerErrorKind, DiscardPolicy, LastRawMessageErrorKind, RetentionPolicy, StorageType,
+        },
     },
 };
 use async_trait::async_trait;
@@ -19,11 +21,13 @@ use futures::StreamExt;
 use crate::{
     bus::{
         AckHandle, Consumer, ConsumerSpec, DeliverFrom, Delivery, EventBus, LiveMessage,
-        PublishAck, StreamInfo, Subscription, validate_durable, validate_publish,
+        PublishAck, StoredMessage, StreamInfo, Subscription, validate_durable, validate_notice,
+        validate_publish, validate_read,
     },
     error::{BoxError, EventsError},
     headers::Headers,
     namespace::Namespace,
+    read::{ReadFrom, Reader, StoredRecord},
     settings::{BusSettings, Discard, Retention, Storage, StreamKind},
     subject,
 };
@@ -113,6 +117,31 @@ impl JetStreamBus {
         Ok(())
     }
 
+    /// The stream `name` with its current info; `StreamNotFound` when there is none.
+    async fn get_stream(&self, name: &str) -> Result<jetstream::stream::Stream, EventsError> {
+        self.js.get_stream(name).await.map_err(|e| match e.kind() {
+            GetStreamErrorKind::JetStream(js) if js.error_code() == ErrorCode::STREAM_NOT_FOUND => {
+                EventsError::StreamNotFound {
+                    stream: name.to_owned(),
+                }
+            }
+            _ => EventsError::Stream {
+                stream: name.to_owned(),
+                operation: "info",
+                source: boxed(e),
+            },
+        })
+    }
+
+    /// The retention of the existing stream `name`; `None` when it does not exist yet.
+    async fn existing_retention(&self, name: &str) -> Result<Option<RetentionPolicy>, EventsError> {
+        match self.get_stream(name).await {
+            Ok(stream) => Ok(Some(stream.cached_info().config.retention)),
+            Err(EventsError::StreamNotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn stream_config(&self, kind: StreamKind) -> jetstream::stream::Config {
         let s = self.settings.stream(kind);
         let limit = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
@@ -180,6 +209,14 @@ fn from_nats_headers(map: Option<&HeaderMap>) -> (Option<String>, Headers) {
     (message_id, headers)
 }
 
+fn retention_name(retention: RetentionPolicy) -> &'static str {
+    match retention {
+        RetentionPolicy::Limits => "limits",
+        RetentionPolicy::Interest => "interest",
+        RetentionPolicy::WorkQueue => "work-queue",
+    }
+}
+
 fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> BoxError {
     Box::new(e)
 }
@@ -194,6 +231,17 @@ impl EventBus for JetStreamBus {
         for kind in StreamKind::ALL {
             let config = self.stream_config(kind);
             let name = config.name.clone();
+            // JetStream refuses to change a stream's retention in place (and its refusal
+            // says little): tell the operator what to do instead.
+            if let Some(found) = self.existing_retention(&name).await?
+                && found != config.retention
+            {
+                return Err(EventsError::StreamRetention {
+                    stream: name,
+                    found: retention_name(found).to_owned(),
+                    wanted: kind.retention(),
+                });
+            }
             self.js
                 .create_or_update_stream(config)
                 .await
@@ -209,24 +257,7 @@ impl EventBus for JetStreamBus {
 
     async fn stream_info(&self, kind: StreamKind) -> Result<StreamInfo, EventsError> {
         let name = self.stream_name(kind);
-        let stream = self
-            .js
-            .get_stream(&name)
-            .await
-            .map_err(|e| match e.kind() {
-                GetStreamErrorKind::JetStream(js)
-                    if js.error_code() == ErrorCode::STREAM_NOT_FOUND =>
-                {
-                    EventsError::StreamNotFound {
-                        stream: name.clone(),
-                    }
-                }
-                _ => EventsError::Stream {
-                    stream: name.clone(),
-                    operation: "info",
-                    source: boxed(e),
-                },
-            })?;
+        let stream = self.get_stream(&name).await?;
         let info = stream.cached_info();
         Ok(StreamInfo {
             name: info.config.name.clone(),
@@ -378,6 +409,124 @@ impl EventBus for JetStreamBus {
         Ok(())
     }
 
+    async fn stream_message(
+        &self,
+        kind: StreamKind,
+        sequence: u64,
+    ) -> Result<Option<StoredMessage>, EventsError> {
+        let name = self.stream_name(kind);
+        let stream = self.get_stream(&name).await?;
+        if sequence == 0 {
+            return Ok(None);
+        }
+        match stream.get_raw_message(sequence).await {
+            Ok(message) => {
+                let (message_id, _) = from_nats_headers(Some(&message.headers));
+                let subject = self
+                    .namespace()
+                    .strip(message.subject.as_str())
+                    .unwrap_or(message.subject.as_str())
+                    .to_owned();
+                Ok(Some(StoredMessage {
+                    subject,
+                    sequence: message.sequence,
+                    message_id,
+                }))
+            }
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(EventsError::Stream {
+                stream: name,
+                operation: "get message",
+                source: boxed(e),
+            }),
+        }
+    }
+
+    async fn read(
+        &self,
+        kind: StreamKind,
+        filter: &str,
+        from: ReadFrom,
+    ) -> Result<Reader, EventsError> {
+        validate_read(kind, filter)?;
+        let name = self.stream_name(kind);
+        let stream = self.get_stream(&name).await?;
+        let fail = |source: BoxError| EventsError::Stream {
+            stream: name.clone(),
+            operation: "read",
+            source,
+        };
+        let deliver_policy = match from {
+            ReadFrom::Sequence(sequence) => DeliverPolicy::ByStartSequence {
+                start_sequence: sequence.max(1),
+            },
+            ReadFrom::Time(time) => {
+                let nanos = time
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| {
+                        i128::try_from(since.as_nanos()).unwrap_or(i128::MAX)
+                    });
+                DeliverPolicy::ByStartTime {
+                    start_time: async_nats::datetime::from_nanos(nanos).map_err(fail)?,
+                }
+            }
+            ReadFrom::New => DeliverPolicy::New,
+        };
+        // An ordered consumer: ephemeral, flow-controlled, no acks, recreated by the
+        // client on a gap, and cleaned up by the server once the reader is dropped.
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: self.namespace().subject(filter),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| fail(boxed(e)))?;
+        let pending = consumer.cached_info().num_pending;
+        let messages = consumer.messages().await.map_err(|e| fail(boxed(e)))?;
+        let namespace = self.namespace().clone();
+        let records = messages.map(move |item| {
+            let fail = |source: BoxError| EventsError::Stream {
+                stream: name.clone(),
+                operation: "read",
+                source,
+            };
+            let message = item.map_err(|e| fail(boxed(e)))?;
+            to_record(&namespace, &message).map_err(fail)
+        });
+        Ok(Reader::new(pending, records.boxed()))
+    }
+
+    async fn notify(
+        &self,
+        subject_name: &str,
+        message_id: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), EventsError> {
+        validate_notice(subject_name, message_id, &headers)?;
+        let max = self.client.server_info().max_payload;
+        if max > 0 && payload.len() > max {
+            return Err(EventsError::PayloadTooLarge {
+                size: payload.len(),
+                max,
+            });
+        }
+        let map = Self::to_nats_headers(&headers, message_id)?;
+        let physical = self.namespace().subject(subject_name);
+        let fail = |source: BoxError| EventsError::Publish {
+            subject: subject_name.to_owned(),
+            source,
+        };
+        self.client
+            .publish_with_headers(physical, map, payload)
+            .await
+            .map_err(|e| fail(boxed(e)))?;
+        // On the server before we return, as a stored publish would be.
+        self.client.flush().await.map_err(|e| fail(boxed(e)))?;
+        Ok(())
+    }
+
     async fn subscribe(&self, subject_name: &str) -> Result<Subscription, EventsError> {
         subject::validate(subject_name, true)?;
         let fail = |source: BoxError| EventsError::Subscribe {
@@ -428,6 +577,24 @@ fn to_delivery(namespace: &Namespace, message: jetstream::Message) -> Result<Del
         attempt,
         stream_sequence,
         acker: Box::new(JetStreamAcker(acker)),
+    })
+}
+
+fn to_record(
+    namespace: &Namespace,
+    message: &jetstream::Message,
+) -> Result<StoredRecord, BoxError> {
+    let info = message.info()?;
+    let nanos = u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0);
+    Ok(StoredRecord {
+        subject: namespace
+            .strip(message.subject.as_str())
+            .unwrap_or(message.subject.as_str())
+            .to_owned(),
+        sequence: info.stream_sequence,
+        time: std::time::UNIX_EPOCH + Duration::from_nanos(nanos),
+        payload: message.payload.clone(),
+        pending: info.pending,
     })
 }
 

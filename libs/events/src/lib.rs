@@ -10,8 +10,10 @@
 //! * [`EventBusExt`] — typed protobuf publishing that sets `Nats-Msg-Id` and injects the
 //!   current trace context, as DESIGN.md requires of every publish;
 //!   [`Delivery::decode`] and [`Delivery::set_parent_of`] on the way in.
-//! * [`StreamKind`] — the four streams of DESIGN.md (`EVENTS`, `BUILDS` as a work queue,
-//!   `AGENT`, `LOGS`), tuned through [`BusSettings`]; [`subject`] builds their subjects.
+//! * [`StreamKind`] — the four streams of DESIGN.md (`EVENTS`, `BUILDS` and `AGENT` as work
+//!   queues, `LOGS`), tuned through [`BusSettings`]; [`subject`] builds their subjects.
+//! * [`EventBus::notify`] — ephemeral core-NATS notices on `slipway.notices.…`, outside
+//!   every stream, for what only live subscribers care about.
 //! * [`Namespace`] — a prefix on stream names and subjects that isolates parallel tests
 //!   sharing one server; empty in production.
 //!
@@ -32,13 +34,14 @@ mod headers;
 mod jetstream;
 mod memory;
 mod namespace;
+mod read;
 mod settings;
 pub mod subject;
 mod typed;
 
 pub use bus::{
-    Consumer, ConsumerSpec, DeliverFrom, Delivery, EventBus, LiveMessage, PublishAck, StreamInfo,
-    Subscription,
+    Consumer, ConsumerSpec, DeliverFrom, Delivery, EventBus, LiveMessage, PublishAck,
+    StoredMessage, StreamInfo, Subscription,
 };
 pub use connect::{bus_settings, connect, in_memory};
 pub use error::{BoxError, EventsError};
@@ -46,5 +49,6 @@ pub use headers::{Headers, MSG_ID_HEADER};
 pub use jetstream::JetStreamBus;
 pub use memory::InMemoryBus;
 pub use namespace::Namespace;
+pub use read::{ReadFrom, Reader, StoredRecord};
 pub use settings::{BusSettings, Discard, Retention, Storage, StreamKind, StreamSettings};
 pub use typed::{EventBusExt, extract_context, inject_current_context};

@@ -3,14 +3,15 @@
 //! It exists so that one binary can run the whole platform without a NATS server, and it
 //! is held to JetStream's semantics by the same contract tests: deduplication by message
 //! id within the window, redelivery after the ack wait (and on nack), order per subject,
-//! durable consumers whose handles share the work, work-queue removal on ack, and
-//! retention by age, bytes and count. It is not a production bus: nothing survives the
+//! durable consumers whose handles share the work, work-queue removal on ack (with
+//! JetStream's rule that work-queue consumers may not overlap), retention by age, bytes and
+//! count, and ephemeral notices that only live subscribers see. It is not a production bus: nothing survives the
 //! process, and there is no `max_ack_pending` back-pressure.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use async_trait::async_trait;
@@ -25,10 +26,12 @@ use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 use crate::{
     bus::{
         AckHandle, Consumer, ConsumerSpec, DeliverFrom, Delivery, EventBus, LiveMessage,
-        PublishAck, StreamInfo, Subscription, validate_durable, validate_publish,
+        PublishAck, StoredMessage, StreamInfo, Subscription, validate_durable, validate_notice,
+        validate_publish, validate_read,
     },
     error::EventsError,
     headers::Headers,
+    read::{ReadFrom, Reader, StoredRecord},
     settings::{BusSettings, Discard, Retention, StreamKind, StreamSettings},
     subject,
 };
@@ -82,6 +85,8 @@ struct Stored {
     headers: Headers,
     message_id: String,
     stored_at: Instant,
+    /// The wall-clock time of `stored_at`, which readers report.
+    stored_time: SystemTime,
     size: u64,
 }
 
@@ -489,6 +494,7 @@ impl EventBus for InMemoryBus {
                         headers,
                         message_id: message_id.to_owned(),
                         stored_at: now,
+                        stored_time: SystemTime::now(),
                         size,
                     },
                 );
@@ -601,6 +607,125 @@ impl EventBus for InMemoryBus {
             }
         }
         self.inner.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn stream_message(
+        &self,
+        kind: StreamKind,
+        sequence: u64,
+    ) -> Result<Option<StoredMessage>, EventsError> {
+        let name = self.stream_name(kind);
+        let mut state = self.inner.lock();
+        let stream = state
+            .streams
+            .get_mut(&kind)
+            .ok_or(EventsError::StreamNotFound { stream: name })?;
+        stream.expire(Instant::now());
+        Ok(stream.messages.get(&sequence).map(|stored| StoredMessage {
+            subject: stored.subject.clone(),
+            sequence,
+            message_id: Some(stored.message_id.clone()),
+        }))
+    }
+
+    async fn read(
+        &self,
+        kind: StreamKind,
+        filter: &str,
+        from: ReadFrom,
+    ) -> Result<Reader, EventsError> {
+        validate_read(kind, filter)?;
+        let name = self.stream_name(kind);
+        let (start, pending) = {
+            let mut state = self.inner.lock();
+            let stream = state
+                .streams
+                .get_mut(&kind)
+                .ok_or(EventsError::StreamNotFound { stream: name })?;
+            stream.expire(Instant::now());
+            let start = match from {
+                ReadFrom::Sequence(sequence) => sequence.max(1),
+                ReadFrom::Time(time) => stream
+                    .messages
+                    .iter()
+                    .find(|(_, stored)| stored.stored_time >= time)
+                    .map_or(stream.last_seq + 1, |(&sequence, _)| sequence),
+                ReadFrom::New => stream.last_seq + 1,
+            };
+            let any = stream
+                .messages
+                .range(start..)
+                .any(|(_, stored)| subject::matches(filter, &stored.subject));
+            (start, u64::from(any))
+        };
+        let filter = filter.to_owned();
+        let records =
+            futures::stream::unfold((Arc::clone(&self.inner), start), move |(inner, cursor)| {
+                let filter = filter.clone();
+                async move {
+                    loop {
+                        // Registered before looking, so a publish in between still wakes us.
+                        let notified = inner.changed.notified();
+                        tokio::pin!(notified);
+                        notified.as_mut().enable();
+                        let found = {
+                            let mut state = inner.lock();
+                            let stream = state.streams.get_mut(&kind)?;
+                            stream.expire(Instant::now());
+                            let mut matching = stream
+                                .messages
+                                .range(cursor..)
+                                .filter(|(_, stored)| subject::matches(&filter, &stored.subject));
+                            matching
+                                .next()
+                                .map(|(&sequence, stored)| StoredRecord {
+                                    subject: stored.subject.clone(),
+                                    sequence,
+                                    time: stored.stored_time,
+                                    payload: stored.payload.clone(),
+                                    pending: 0,
+                                })
+                                .map(|mut record| {
+                                    record.pending = u64::from(matching.next().is_some());
+                                    record
+                                })
+                        };
+                        match found {
+                            Some(record) => {
+                                let next = record.sequence + 1;
+                                return Some((Ok(record), (Arc::clone(&inner), next)));
+                            }
+                            None => notified.await,
+                        }
+                    }
+                }
+            });
+        Ok(Reader::new(pending, records.boxed()))
+    }
+
+    async fn notify(
+        &self,
+        subject_name: &str,
+        message_id: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), EventsError> {
+        validate_notice(subject_name, message_id, &headers)?;
+        let max = self.inner.settings.max_payload;
+        if payload.len() > max {
+            return Err(EventsError::PayloadTooLarge {
+                size: payload.len(),
+                max,
+            });
+        }
+        // Like core NATS: whoever listens now gets it, no one else ever will.
+        let _ = self.inner.live.send(LiveMessage {
+            subject: subject_name.to_owned(),
+            payload,
+            message_id: Some(message_id.to_owned()),
+            headers,
+        });
         Ok(())
     }
 

@@ -15,7 +15,8 @@ pub enum StreamKind {
     Events,
     /// `BUILDS`: build jobs and results, a work queue: a message is gone once acknowledged.
     Builds,
-    /// `AGENT`: commands to and reports from the agent of each cluster.
+    /// `AGENT`: commands to and reports from the agent of each cluster, a work queue:
+    /// commands carry decrypted secrets and must not outlive their acknowledgement.
     Agent,
     /// `LOGS`: build, deployment and live logs; retention by age and size.
     Logs,
@@ -27,8 +28,19 @@ pub enum Retention {
     /// Kept until a limit (age, bytes, count) pushes it out; consumers only move cursors.
     Limits,
     /// Removed as soon as the (single) consumer whose filter covers it acknowledges it.
-    /// Consumers on such a stream must have non-overlapping filters.
+    /// Consumers on such a stream must have non-overlapping filters and start from the
+    /// beginning ([`DeliverFrom::All`](crate::DeliverFrom::All)); a message no consumer
+    /// covers stays until a limit removes it.
     WorkQueue,
+}
+
+impl std::fmt::Display for Retention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Retention::Limits => "limits",
+            Retention::WorkQueue => "work-queue",
+        })
+    }
 }
 
 /// Where JetStream keeps a stream.
@@ -82,10 +94,18 @@ impl StreamKind {
     }
 
     /// The retention the platform relies on for this stream.
+    ///
+    /// `BUILDS` and `AGENT` are work queues. On `AGENT` the consumers are one durable per
+    /// cluster on `slipway.agent.<cluster>.commands` (shared by the orchestrator replicas)
+    /// and one durable on `slipway.agent.*.reports` (shared too), which do not overlap; a
+    /// command is gone from the stream once the agent's answer made its session
+    /// acknowledge it. Nothing else may be published under `slipway.agent.>` without a
+    /// consumer of its own, or it would stay until `max_age`: ephemeral notices go through
+    /// [`EventBus::notify`](crate::EventBus::notify) on `slipway.notices.…` instead.
     pub fn retention(self) -> Retention {
         match self {
-            StreamKind::Builds => Retention::WorkQueue,
-            _ => Retention::Limits,
+            StreamKind::Builds | StreamKind::Agent => Retention::WorkQueue,
+            StreamKind::Events | StreamKind::Logs => Retention::Limits,
         }
     }
 
@@ -177,7 +197,9 @@ pub struct BusSettings {
     pub events: StreamSettings,
     /// `BUILDS`: 7 days, 256 MiB, refuses new jobs when full.
     pub builds: StreamSettings,
-    /// `AGENT`: 7 days, 256 MiB.
+    /// `AGENT`: 7 days, 256 MiB, refuses new messages when full. A work queue, so these
+    /// limits only bound what no one has acknowledged yet (commands for a cluster whose
+    /// agent stays away, reports while no orchestrator runs).
     pub agent: StreamSettings,
     /// `LOGS`: 3 days, 2 GiB.
     pub logs: StreamSettings,
@@ -194,7 +216,7 @@ impl Default for BusSettings {
             namespace: Namespace::none(),
             events: StreamSettings::defaults(7 * DAY, 1024 * MIB, Discard::Old),
             builds: StreamSettings::defaults(7 * DAY, 256 * MIB, Discard::New),
-            agent: StreamSettings::defaults(7 * DAY, 256 * MIB, Discard::Old),
+            agent: StreamSettings::defaults(7 * DAY, 256 * MIB, Discard::New),
             logs: StreamSettings::defaults(3 * DAY, 2048 * MIB, Discard::Old),
             max_payload: MIB as usize,
             request_timeout: Duration::from_secs(5),
@@ -265,6 +287,14 @@ mod tests {
     }
 
     #[test]
+    fn queues_are_work_queues() {
+        assert_eq!(StreamKind::Builds.retention(), Retention::WorkQueue);
+        assert_eq!(StreamKind::Agent.retention(), Retention::WorkQueue);
+        assert_eq!(StreamKind::Events.retention(), Retention::Limits);
+        assert_eq!(StreamKind::Logs.retention(), Retention::Limits);
+    }
+
+    #[test]
     fn subjects_map_to_streams() {
         assert_eq!(
             StreamKind::for_subject("slipway.events.catalog.created"),
@@ -283,6 +313,10 @@ mod tests {
             Some(StreamKind::Logs)
         );
         assert_eq!(StreamKind::for_subject("slipway.other"), None);
+        assert_eq!(
+            StreamKind::for_subject("slipway.notices.agent.c1.sessions"),
+            None
+        );
         assert_eq!(StreamKind::for_subject("slipway.events"), None);
     }
 }

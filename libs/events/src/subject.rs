@@ -129,6 +129,16 @@ pub fn agent_reports(cluster: &str) -> Result<String, EventsError> {
 /// Reports from every agent: `slipway.agent.*.reports` (a filter).
 pub const ALL_AGENT_REPORTS: &str = "slipway.agent.*.reports";
 
+/// The root of ephemeral notices (`EventBus::notify`): no stream captures it, so nothing
+/// published under it is stored.
+pub const NOTICES: &str = "slipway.notices";
+
+/// Session-started notices of one cluster's agent gateway:
+/// `slipway.notices.agent.<cluster>.sessions` (ephemeral, outside the `AGENT` stream).
+pub fn agent_sessions(cluster: &str) -> Result<String, EventsError> {
+    Ok(format!("{NOTICES}.agent.{}.sessions", token(cluster)?))
+}
+
 /// Logs of one service: `slipway.logs.<org>.<env>.<service>`.
 pub fn logs(org: &str, env: &str, service: &str) -> Result<String, EventsError> {
     Ok(format!(
@@ -203,5 +213,10 @@ mod tests {
         assert!(event("a.b", "c").is_err());
         assert!(logs("o", "*", "s").is_err());
         assert!(agent_reports("").is_err());
+        assert_eq!(
+            agent_sessions("c1").unwrap(),
+            "slipway.notices.agent.c1.sessions"
+        );
+        assert!(agent_sessions("a.b").is_err());
     }
 }

@@ -59,6 +59,20 @@ pub trait EventBusExt: EventBus {
         let payload = Bytes::from(message.encode_to_vec());
         self.publish(subject, message_id, headers, payload)
     }
+
+    /// Sends `message` as an ephemeral notice ([`EventBus::notify`]) with
+    /// `Nats-Msg-Id = message_id` and the current trace context.
+    fn notify_proto<'a, M: prost::Message>(
+        &'a self,
+        subject: &'a str,
+        message_id: &'a str,
+        message: &M,
+    ) -> BoxFuture<'a, Result<(), EventsError>> {
+        let mut headers = Headers::new();
+        inject_current_context(&mut headers);
+        let payload = Bytes::from(message.encode_to_vec());
+        self.notify(subject, message_id, headers, payload)
+    }
 }
 
 impl<T: EventBus + ?Sized> EventBusExt for T {}

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use slipway_events::{
     BusSettings, Consumer, ConsumerSpec, DeliverFrom, Delivery, EventBus, EventBusExt, EventsError,
-    Headers, InMemoryBus, JetStreamBus, Namespace, Storage, StreamKind, subject,
+    Headers, InMemoryBus, JetStreamBus, Namespace, ReadFrom, Storage, StreamKind, subject,
 };
 use tokio::time::{Instant, timeout};
 
@@ -141,11 +141,14 @@ contract!(
     durable_keeps_its_position,
     deliver_from_new,
     work_queue_removes_on_ack,
+    agent_commands_leave_the_stream_once_acknowledged,
+    notices_are_never_stored,
     deleting_a_consumer_ends_its_handles,
     logs_retention_by_count_and_age,
     live_subscription_follows_publishes,
     rejects_bad_input,
     typed_publish_carries_trace_context,
+    readers_read_back_then_follow,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -528,7 +531,7 @@ async fn deliver_from_new(bus: Arc<dyn EventBus>) {
 
 async fn work_queue_removes_on_ack(bus: Arc<dyn EventBus>) {
     bus.ensure_streams().await.unwrap();
-    publish(&bus, subject::BUILD_JOBS, "job-1", "1").await;
+    let job_1 = publish(&bus, subject::BUILD_JOBS, "job-1", "1").await;
     publish(&bus, subject::BUILD_JOBS, "job-2", "2").await;
     publish(&bus, subject::BUILD_RESULTS, "result-1", "r").await;
     assert_eq!(
@@ -556,8 +559,12 @@ async fn work_queue_removes_on_ack(bus: Arc<dyn EventBus>) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(
+        bus.stream_message(StreamKind::Builds, job_1).await.unwrap(),
+        None
+    );
 
-    // A work queue hands each subject to one consumer only.
+    // A work queue hands each subject to one consumer only...
     let rival = bus
         .consumer(spec(StreamKind::Builds, "rival").filter(subject::BUILD_JOBS))
         .await;
@@ -571,6 +578,18 @@ async fn work_queue_removes_on_ack(bus: Arc<dyn EventBus>) {
     assert!(
         results.is_ok(),
         "non-overlapping consumer refused: {results:?}"
+    );
+    // ...and everything it holds: a consumer may not skip to new messages.
+    let late = bus
+        .consumer(
+            spec(StreamKind::Builds, "late")
+                .filter("slipway.build.other")
+                .deliver_from(DeliverFrom::New),
+        )
+        .await;
+    assert!(
+        matches!(late, Err(EventsError::InvalidSettings(_))),
+        "deliver-new consumer accepted on a work queue: {late:?}"
     );
 
     // The unacknowledged job survives its consumer.
@@ -592,6 +611,146 @@ async fn work_queue_removes_on_ack(bus: Arc<dyn EventBus>) {
     assert_eq!(job.attempt(), 1);
     job.ack().await.unwrap();
     nothing_within(&mut next_builder, QUIET).await;
+}
+
+/// Commands carry decrypted secrets: the `AGENT` stream is a work queue, so a command is
+/// gone from NATS once its cluster's consumer acknowledges it, while the reports of the
+/// same stream go to a consumer of their own.
+async fn agent_commands_leave_the_stream_once_acknowledged(bus: Arc<dyn EventBus>) {
+    bus.ensure_streams().await.unwrap();
+    let commands = subject::agent_commands("c1").unwrap();
+    let command = publish(&bus, &commands, "cmd-1", "secret").await;
+    let report = publish(&bus, &subject::agent_reports("c1").unwrap(), "rep-1", "r").await;
+    let stored = bus
+        .stream_message(StreamKind::Agent, command)
+        .await
+        .unwrap()
+        .expect("an unacknowledged command stays");
+    assert_eq!(stored.subject, commands);
+    assert_eq!(stored.sequence, command);
+    assert_eq!(stored.message_id.as_deref(), Some("cmd-1"));
+
+    // The orchestrator's two kinds of consumer: per cluster, and all reports.
+    let mut gateway = bus
+        .consumer(spec(StreamKind::Agent, "agent-commands-c1").filter(commands.clone()))
+        .await
+        .unwrap();
+    let mut reports = bus
+        .consumer(
+            spec(StreamKind::Agent, "orchestrator-deployments-reports")
+                .filter(subject::ALL_AGENT_REPORTS),
+        )
+        .await
+        .unwrap();
+    // A second handle of the per-cluster durable (another replica) is fine...
+    let _replica = bus
+        .consumer(spec(StreamKind::Agent, "agent-commands-c1").filter(commands.clone()))
+        .await
+        .unwrap();
+    // ...another durable on the same commands is not.
+    let rival = bus
+        .consumer(spec(StreamKind::Agent, "eavesdropper").filter(commands.clone()))
+        .await;
+    assert!(
+        matches!(rival, Err(EventsError::Consumer { .. })),
+        "overlapping consumer accepted on AGENT: {rival:?}"
+    );
+
+    let delivery = next_within(&mut gateway, SOON).await;
+    assert_eq!(delivery.message_id(), Some("cmd-1"));
+    // Delivered but not acknowledged: still held, so it can come back.
+    assert!(
+        bus.stream_message(StreamKind::Agent, command)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    delivery.ack().await.unwrap();
+    assert_eq!(
+        bus.stream_message(StreamKind::Agent, command)
+            .await
+            .unwrap(),
+        None,
+        "an acknowledged command is still in the stream"
+    );
+    assert_eq!(
+        bus.stream_info(StreamKind::Agent).await.unwrap().messages,
+        1
+    );
+
+    let delivered = next_within(&mut reports, SOON).await;
+    assert_eq!(delivered.stream_sequence(), report);
+    delivered.ack().await.unwrap();
+    assert_eq!(
+        bus.stream_message(StreamKind::Agent, report).await.unwrap(),
+        None
+    );
+    let info = bus.stream_info(StreamKind::Agent).await.unwrap();
+    assert_eq!((info.messages, info.last_sequence), (0, 2));
+    nothing_within(&mut gateway, QUIET).await;
+}
+
+/// Ephemeral notices reach live subscribers and nothing stores them.
+async fn notices_are_never_stored(bus: Arc<dyn EventBus>) {
+    bus.ensure_streams().await.unwrap();
+    let sessions = subject::agent_sessions("c1").unwrap();
+    let mut live = bus
+        .subscribe("slipway.notices.agent.*.sessions")
+        .await
+        .unwrap();
+    let mut headers = Headers::new();
+    headers.insert("x-replica", "r1").unwrap();
+    bus.notify(
+        &sessions,
+        "session-1",
+        headers,
+        Bytes::from_static(b"hello"),
+    )
+    .await
+    .unwrap();
+    let notice = timeout(SOON, live.next())
+        .await
+        .expect("the notice in time")
+        .expect("subscription ended");
+    assert_eq!(notice.subject, sessions);
+    assert_eq!(notice.payload.as_ref(), b"hello");
+    assert_eq!(notice.message_id.as_deref(), Some("session-1"));
+    assert_eq!(notice.headers.get("x-replica"), Some("r1"));
+    for kind in StreamKind::ALL {
+        let info = bus.stream_info(kind).await.unwrap();
+        assert_eq!(
+            (info.messages, info.last_sequence),
+            (0, 0),
+            "{kind} stored it"
+        );
+    }
+    assert_eq!(
+        bus.stream_message(StreamKind::Agent, 1).await.unwrap(),
+        None
+    );
+
+    // A notice to a stream's subject would be stored: refused.
+    let stored = bus
+        .notify(
+            &subject::agent_commands("c1").unwrap(),
+            "n",
+            Headers::new(),
+            Bytes::new(),
+        )
+        .await;
+    assert!(
+        matches!(stored, Err(EventsError::InvalidSubject { .. })),
+        "{stored:?}"
+    );
+    let too_big = Bytes::from(vec![0u8; 2 * 1024 * 1024]);
+    assert!(matches!(
+        bus.notify(&sessions, "big", Headers::new(), too_big).await,
+        Err(EventsError::PayloadTooLarge { .. })
+    ));
+    assert_eq!(
+        bus.stream_info(StreamKind::Agent).await.unwrap().messages,
+        0
+    );
 }
 
 async fn deleting_a_consumer_ends_its_handles(bus: Arc<dyn EventBus>) {
@@ -871,8 +1030,155 @@ async fn jetstream_ensure_streams_updates_settings_in_place() {
     }
 }
 
+/// An `AGENT` stream from before it became a work queue cannot be switched in place: the
+/// bus says so, and what to do, instead of passing on JetStream's refusal.
+#[tokio::test]
+async fn jetstream_refuses_to_change_retention_in_place() {
+    let namespace = Namespace::unique("t").unwrap();
+    let bus = JetStreamBus::connect(&nats_url(), test_settings(namespace.clone()))
+        .await
+        .unwrap();
+    let outcome = AssertUnwindSafe(async {
+        let js = async_nats::jetstream::new(bus.client().clone());
+        let name = namespace.stream_name("AGENT");
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: name.clone(),
+            subjects: vec![namespace.subject("slipway.agent.>")],
+            retention: async_nats::jetstream::stream::RetentionPolicy::Limits,
+            storage: async_nats::jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let error = bus.ensure_streams().await.unwrap_err();
+        match &error {
+            EventsError::StreamRetention {
+                stream,
+                found,
+                wanted,
+            } => {
+                assert_eq!(stream, &name);
+                assert_eq!(found, "limits");
+                assert_eq!(*wanted, slipway_events::Retention::WorkQueue);
+            }
+            other => panic!("expected a retention error, got {other:?}"),
+        }
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("nats stream rm {name}")),
+            "{message}"
+        );
+        // The stream was left alone.
+        let info = bus.stream_info(StreamKind::Agent).await.unwrap();
+        assert_eq!(info.name, name);
+        // Once the operator removed it, the services create it right.
+        js.delete_stream(&name).await.unwrap();
+        bus.ensure_streams().await.unwrap();
+        let agent = js.get_stream(&name).await.unwrap();
+        assert_eq!(
+            agent.cached_info().config.retention,
+            async_nats::jetstream::stream::RetentionPolicy::WorkQueue
+        );
+    })
+    .catch_unwind()
+    .await;
+    bus.delete_streams().await.unwrap();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 async fn publish_one(bus: &JetStreamBus) {
     bus.publish(&catalog_event(), "one", Headers::new(), Bytes::new())
         .await
         .unwrap();
+}
+
+/// Readers walk a limits stream forward from a sequence, a time or the end, only over
+/// their filter, say when they reach the end of what is stored, then follow new messages.
+async fn readers_read_back_then_follow(bus: Arc<dyn EventBus>) {
+    bus.ensure_streams().await.unwrap();
+    let a = subject::event("catalog", "a").unwrap();
+    let b = subject::event("catalog", "b").unwrap();
+    let first = publish(&bus, &a, "r1", "a1").await;
+    publish(&bus, &b, "r2", "b1").await;
+    let third = publish(&bus, &a, "r3", "a2").await;
+    let filter = "slipway.events.catalog.a";
+
+    let mut reader = bus
+        .read(StreamKind::Events, filter, ReadFrom::Sequence(1))
+        .await
+        .unwrap();
+    assert!(reader.pending() > 0);
+    let one = timeout(SOON, reader.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((one.sequence, one.subject.as_str()), (first, a.as_str()));
+    assert_eq!(one.payload, Bytes::from("a1"));
+    assert!(one.pending > 0);
+    let two = timeout(SOON, reader.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((two.sequence, two.pending), (third, 0));
+    assert!(one.time <= two.time);
+    // Then it follows.
+    let fourth = publish(&bus, &a, "r4", "a3").await;
+    let three = timeout(SOON, reader.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(three.sequence, fourth);
+
+    let mut from_third = bus
+        .read(StreamKind::Events, filter, ReadFrom::Sequence(third))
+        .await
+        .unwrap();
+    let got = timeout(SOON, from_third.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.sequence, third);
+
+    let mut by_time = bus
+        .read(StreamKind::Events, filter, ReadFrom::Time(two.time))
+        .await
+        .unwrap();
+    let got = timeout(SOON, by_time.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.sequence, third);
+
+    let mut new_only = bus
+        .read(StreamKind::Events, filter, ReadFrom::New)
+        .await
+        .unwrap();
+    assert_eq!(new_only.pending(), 0);
+    assert!(timeout(QUIET, new_only.next()).await.is_err());
+    let fifth = publish(&bus, &a, "r5", "a4").await;
+    let got = timeout(SOON, new_only.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.sequence, fifth);
+
+    // Work queues cannot be read back, nor a filter outside the stream.
+    assert!(matches!(
+        bus.read(StreamKind::Agent, "slipway.agent.>", ReadFrom::Sequence(1))
+            .await,
+        Err(EventsError::InvalidSubject { .. })
+    ));
+    assert!(matches!(
+        bus.read(StreamKind::Events, "slipway.logs.>", ReadFrom::Sequence(1))
+            .await,
+        Err(EventsError::InvalidSubject { .. })
+    ));
 }

@@ -164,7 +164,9 @@ impl GrpcServer {
             .layer(layers::stack(&self.settings, self.metrics))
             .add_routes(routes)
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                // Replies go out at once: without TCP_NODELAY a response spanning several
+                // segments waits on the client's delayed ACK (tens of ms on a list page).
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async {
                     // A dropped sender also means stop: the owner is gone.
                     let _ = stopped.await;

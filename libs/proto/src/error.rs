@@ -93,6 +93,10 @@ pub enum ApiError {
     /// A feature the code cannot do yet; the sentence says what is missing.
     #[error("{0}")]
     Unimplemented(String),
+    /// A limit of the installation is reached (a `google.rpc.QuotaFailure` names it):
+    /// `subject` is what the limit counts against, the message says what to do.
+    #[error("{message}")]
+    ResourceExhausted { subject: String, message: String },
     /// The call did not finish within the server's time limit.
     #[error("the call took longer than the server allows")]
     DeadlineExceeded,
@@ -153,6 +157,7 @@ impl ApiError {
             Self::AlreadyExists { .. } => Code::AlreadyExists,
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
             Self::Unimplemented(_) => Code::Unimplemented,
+            Self::ResourceExhausted { .. } => Code::ResourceExhausted,
             Self::DeadlineExceeded => Code::DeadlineExceeded,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
@@ -211,6 +216,10 @@ impl From<ApiError> for tonic::Status {
             ApiError::Unimplemented(_) => {
                 details.set_error_info("NOT_IMPLEMENTED", ERROR_DOMAIN, HashMap::new());
             }
+            ApiError::ResourceExhausted { subject, message } => {
+                details.add_quota_failure_violation(subject, message);
+                details.set_error_info("QUOTA_EXCEEDED", ERROR_DOMAIN, HashMap::new());
+            }
             ApiError::DeadlineExceeded => {
                 details.set_error_info("DEADLINE_EXCEEDED", ERROR_DOMAIN, HashMap::new());
             }
@@ -247,6 +256,21 @@ mod tests {
         let violations = &details.bad_request().unwrap().field_violations;
         assert_eq!(violations.len(), 2);
         assert_eq!(violations[1].field, "page_size");
+    }
+
+    #[test]
+    fn resource_exhausted_names_the_quota() {
+        let status: tonic::Status = ApiError::ResourceExhausted {
+            subject: "organization:acme".into(),
+            message: "too many live tails".into(),
+        }
+        .into();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(status.message(), "too many live tails");
+        let details = status.get_error_details();
+        let violation = &details.quota_failure().unwrap().violations[0];
+        assert_eq!(violation.subject, "organization:acme");
+        assert_eq!(details.error_info().unwrap().reason, "QUOTA_EXCEEDED");
     }
 
     #[test]

@@ -9,6 +9,13 @@
 //! sandbox.start("catalog", |listener, shutdown| slipway_catalog::serve(settings, listener, shutdown)).await?;
 //! let projects = ProjectServiceClient::new(sandbox.channel("catalog").unwrap());
 //! ```
+//!
+//! Services run as standalone ones do, so every service but identity needs
+//! `[auth].identity_url` pointing at the identity started here (`sandbox.addr("identity")`)
+//! and the `[auth].service_credential` identity was given; `tests/tests/sandbox.rs` shows
+//! the wiring. To share identity's in-process resolver instead, build the services' mounts
+//! with `slipway_identity::Identity::shared` and `slipway_service::Platform::shared`, as
+//! `slipway dev` does.
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -96,6 +96,18 @@ pub async fn check_service_binary(
     built: &[&str],
     needs_platform: bool,
 ) -> Result<(), String> {
+    check_service_binary_with(binary, packages, built, needs_platform, &[]).await
+}
+
+/// [`check_service_binary`] with settings of the service's own (`extra_env`, as
+/// `SLIPWAY__SECTION__KEY` pairs), such as catalog's master key.
+pub async fn check_service_binary_with(
+    binary: &str,
+    packages: &[&str],
+    built: &[&str],
+    needs_platform: bool,
+    extra_env: &[(&str, &str)],
+) -> Result<(), String> {
     let (database, nats) = if needs_platform {
         (
             Some(
@@ -113,7 +125,11 @@ pub async fn check_service_binary(
         env.push(("SLIPWAY__DATABASE__URL", database.url()));
         env.push(("SLIPWAY__NATS__URL", nats.url()));
         env.push(("SLIPWAY__NATS__NAMESPACE", nats.namespace()));
+        // Services resolve callers through identity on a lazily connecting channel; the
+        // surface checks never authenticate, so an address nothing listens on will do.
+        env.push(("SLIPWAY__AUTH__IDENTITY_URL", "http://127.0.0.1:9"));
     }
+    env.extend_from_slice(extra_env);
     let process = crate::binary::ServiceProcess::start(binary, &[], &env)
         .await
         .map_err(|e| e.to_string())?;

@@ -1,13 +1,20 @@
 //! The `slipway-catalog` binary as scripts run it: real PostgreSQL and NATS, health,
 //! reflection, the not-built-yet answers, and a clean exit on SIGTERM.
 
+/// A master key for the tests (catalog refuses to start without one).
+const MASTER_KEY: (&str, &str) = (
+    "SLIPWAY__SECRETS__MASTER_KEY",
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+);
+
 #[tokio::test]
 async fn binary_serves_its_api_surface_and_stops_on_sigterm() {
-    slipway_testkit::surface::check_service_binary(
+    slipway_testkit::surface::check_service_binary_with(
         env!("CARGO_BIN_EXE_slipway-catalog"),
         slipway_catalog::PACKAGES,
         slipway_catalog::BUILT,
         true,
+        &[MASTER_KEY],
     )
     .await
     .unwrap();
@@ -47,6 +54,8 @@ async fn unreachable_database_fails_start_without_leaking_the_password() {
                 "postgres://slipway:hunter2@127.0.0.1:1/slipway",
             ),
             ("SLIPWAY__DATABASE__CONNECT_TIMEOUT_MS", "500"),
+            ("SLIPWAY__AUTH__IDENTITY_URL", "http://127.0.0.1:9"),
+            MASTER_KEY,
         ],
     )
     .await

@@ -3,11 +3,14 @@
 //!
 //! An organization needs a user as its OWNER, and a fresh install has no OIDC sign-in yet,
 //! so bootstrap creates a placeholder user (`bootstrap@slipway.invalid`, issuer
-//! [`BOOTSTRAP_ISSUER`]) that owns the organization. The printed API token carries ADMIN,
-//! not OWNER: the API never lets a token hold OWNER (a token must not outrank every
-//! person). ADMIN can do everything but delete the organization or transfer its ownership;
-//! once people sign in, they are invited with the token, and the placeholder's ownership
-//! is what a later transfer moves.
+//! [`BOOTSTRAP_ISSUER`]) that owns the organization, and hands out two credentials, each
+//! shown once:
+//!
+//! - an **owner credential** (`slp_…`) that signs in as that user, so its holder acts as
+//!   the OWNER (transfer, delete) until people sign in and ownership is transferred; only
+//!   its SHA-256 is stored (`identity_owner_credentials`);
+//! - an ADMIN **API token**, for automation: the API never lets a token hold OWNER (a
+//!   token must not outrank every person).
 
 use slipway_auth::credential::{CredentialKind, NewCredential};
 use slipway_service::Platform;
@@ -38,16 +41,30 @@ pub enum BootstrapError {
     Store(#[from] StoreError),
 }
 
+/// The bootstrap owner user: the first organization's OWNER, and who the owner credential
+/// signs in as.
+pub fn owner_claims() -> UserClaims {
+    UserClaims {
+        issuer: BOOTSTRAP_ISSUER.to_owned(),
+        subject: "owner".to_owned(),
+        email: "bootstrap@slipway.invalid".to_owned(),
+        display_name: "bootstrap owner".to_owned(),
+    }
+}
+
 /// What bootstrap created.
 #[derive(Debug)]
 pub struct Bootstrapped {
     pub organization_id: String,
     pub api_token_id: String,
-    /// The token secret, shown once.
+    /// The ADMIN API token's secret, shown once.
     pub secret: String,
+    /// The owner credential, shown once: it signs in as the bootstrap owner user.
+    pub owner_secret: String,
 }
 
-/// Creates the first organization, named `org_name`, and an ADMIN API token for it.
+/// Creates the first organization, named `org_name`, its owner credential and an ADMIN API
+/// token for it.
 ///
 /// Refuses with [`BootstrapError::AlreadyBootstrapped`] when any organization exists, so a
 /// second run never hands out a second credential. Two runs racing on an empty database
@@ -73,14 +90,7 @@ pub async fn bootstrap(
     {
         return Err(BootstrapError::AlreadyBootstrapped);
     }
-    let owner = store
-        .upsert_user(&UserClaims {
-            issuer: BOOTSTRAP_ISSUER.to_owned(),
-            subject: "owner".to_owned(),
-            email: "bootstrap@slipway.invalid".to_owned(),
-            display_name: "bootstrap owner".to_owned(),
-        })
-        .await?;
+    let owner = store.upsert_user(&owner_claims()).await?;
     let (organization, _) = match store
         .create_organization(
             &NewOrganization {
@@ -94,6 +104,14 @@ pub async fn bootstrap(
         Err(StoreError::AlreadyExists(_)) => return Err(BootstrapError::AlreadyBootstrapped),
         other => other?,
     };
+    let owner_secret = NewCredential::generate(CredentialKind::ApiToken)
+        .map_err(|error| BootstrapError::Random(error.to_string()))?;
+    store
+        .insert_owner_credential(
+            &SecretHash::from_digest(*owner_secret.hash().as_bytes()),
+            &owner.id,
+        )
+        .await?;
     let secret = NewCredential::generate(CredentialKind::ApiToken)
         .map_err(|error| BootstrapError::Random(error.to_string()))?;
     let creator = PrincipalRef {
@@ -134,5 +152,6 @@ pub async fn bootstrap(
         organization_id: organization.id,
         api_token_id: token.id,
         secret: secret.into_secret(),
+        owner_secret: owner_secret.into_secret(),
     })
 }

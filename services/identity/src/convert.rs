@@ -10,13 +10,7 @@ use slipway_proto::identity::v1 as pb;
 use crate::store;
 
 /// A store time as a protobuf timestamp.
-pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        // Always below 10^9, so it fits.
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
+pub use slipway_api::timestamp;
 
 /// A protobuf timestamp as a store time; `None` when it is out of range.
 pub fn from_timestamp(time: &prost_types::Timestamp) -> Option<DateTime<Utc>> {

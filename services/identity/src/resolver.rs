@@ -4,15 +4,21 @@
 //! API tokens (`slp_…`) resolve from the store. A bearer that is not an `slp…` credential
 //! and looks like a JWT is a user's OIDC token: verified by the configured issuer's
 //! [`OidcVerifier`], its user created on first sight, its memberships read now. Without an
-//! `[oidc]` issuer configured, JWTs answer `TOKEN_INVALID`, as do agent and service
-//! credentials until their issuers exist: the documented answer for a credential Slipway
-//! does not know.
+//! `[oidc]` issuer configured, JWTs answer `TOKEN_INVALID`. A service credential (`slps_…`)
+//! is accepted only if it is one configured in `[auth].service_credential` (hashes compared
+//! in constant time) and stands for the control plane ([`CONTROL_PLANE`]); any other, and
+//! every agent credential until agents are issued theirs, answers `TOKEN_INVALID`: the
+//! documented answer for a credential Slipway does not know.
+//!
+//! This resolver reads the database on every call; identity serves requests through it
+//! wrapped in a [`slipway_auth::CachingResolver`] (see `crate::Identity`), and uses it
+//! directly only where the richer uncached answer is needed (`Authenticate`).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::TimeDelta;
-use slipway_auth::credential::{Credential, CredentialError, CredentialKind};
+use slipway_auth::credential::{Credential, CredentialError, CredentialHash, CredentialKind};
 use slipway_auth::rbac::{Membership, Principal, Role};
 use slipway_auth::{AuthnError, OidcVerifier, PrincipalResolver};
 
@@ -23,14 +29,31 @@ use crate::store::{
 };
 
 /// How often a token's `last_use_time` is written at most: once a minute, as the API
-/// documents, so authentication is a read on almost every call.
+/// documents, so authentication is a read on almost every call. Behind identity's cache a
+/// token reaches this resolver only once per cache TTL, so the recorded last use may lag
+/// by that much more.
 const LAST_USE_INTERVAL: TimeDelta = TimeDelta::minutes(1);
 
+/// The id of the principal a configured service credential stands for: the control plane
+/// as a whole (one credential is shared by every service of an installation).
+pub const CONTROL_PLANE: &str = "control-plane";
+
 /// Resolves bearer credentials from the store.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct StoreResolver {
     store: Store,
     oidc: Option<Arc<OidcVerifier>>,
+    /// SHA-256 of each accepted `slps_` credential; the credentials themselves are not kept.
+    service_credentials: Vec<CredentialHash>,
+}
+
+impl std::fmt::Debug for StoreResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreResolver")
+            .field("oidc", &self.oidc.is_some())
+            .field("service_credentials", &self.service_credentials.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A resolved API token: its record (for `Authenticate`'s richer answer) and the principal.
@@ -49,11 +72,13 @@ pub struct ResolvedUser {
     pub principal: Principal,
 }
 
-/// A resolved bearer credential of either kind identity issues or accepts.
+/// A resolved bearer credential of any kind identity issues or accepts.
 #[derive(Clone, Debug)]
 pub enum Resolved {
     Token(ResolvedToken),
     User(ResolvedUser),
+    /// A configured service credential: the control plane ([`CONTROL_PLANE`]).
+    Service(Principal),
 }
 
 impl Resolved {
@@ -61,6 +86,7 @@ impl Resolved {
         match self {
             Resolved::Token(resolved) => &resolved.principal,
             Resolved::User(resolved) => &resolved.principal,
+            Resolved::Service(principal) => principal,
         }
     }
 
@@ -68,6 +94,7 @@ impl Resolved {
         match self {
             Resolved::Token(resolved) => resolved.principal,
             Resolved::User(resolved) => resolved.principal,
+            Resolved::Service(principal) => principal,
         }
     }
 }
@@ -98,7 +125,25 @@ impl StoreResolver {
 
     /// A resolver that also accepts users' JWTs verified by `oidc`, when given.
     pub fn with_oidc(store: Store, oidc: Option<Arc<OidcVerifier>>) -> Arc<Self> {
-        Arc::new(Self { store, oidc })
+        Arc::new(Self {
+            store,
+            oidc,
+            service_credentials: Vec::new(),
+        })
+    }
+
+    /// A resolver accepting users' JWTs verified by `oidc` (when given) and exactly the
+    /// service credentials whose hashes are `service_credentials`.
+    pub fn with_options(
+        store: Store,
+        oidc: Option<Arc<OidcVerifier>>,
+        service_credentials: Vec<CredentialHash>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            oidc,
+            service_credentials,
+        })
     }
 
     /// Whether users' JWTs are accepted.
@@ -114,12 +159,61 @@ impl StoreResolver {
         {
             return self.resolve_user(oidc, bearer).await.map(Resolved::User);
         }
-        self.resolve_api_token(bearer).await.map(Resolved::Token)
+        if bearer.starts_with(CredentialKind::Service.prefix()) {
+            return self.resolve_service(bearer).map(Resolved::Service);
+        }
+        match self.resolve_api_token(bearer).await {
+            Err(AuthnError::Invalid) => self.resolve_owner_credential(bearer).await,
+            resolved => resolved.map(Resolved::Token),
+        }
+    }
+
+    /// Resolves an `slp_` credential that is no API token: bootstrap's owner credential
+    /// signs in as the user it was issued for; anything else is invalid.
+    async fn resolve_owner_credential(&self, bearer: &str) -> Result<Resolved, AuthnError> {
+        let credential = Credential::parse_as(CredentialKind::ApiToken, bearer)
+            .map_err(|_| AuthnError::Invalid)?;
+        let hash = SecretHash::from_digest(*credential.hash().as_bytes());
+        let Some(user_id) = self
+            .store
+            .owner_credential_user(&hash)
+            .await
+            .map_err(store_failure)?
+        else {
+            return Err(AuthnError::Invalid);
+        };
+        let user = self.store.get_user(&user_id).await.map_err(store_failure)?;
+        let claims = UserClaims {
+            issuer: user.oidc_issuer,
+            subject: user.oidc_subject,
+            email: user.email,
+            display_name: user.display_name,
+        };
+        self.principal_of_user(claims, None)
+            .await
+            .map(Resolved::User)
+    }
+
+    /// Resolves an `slps_` service credential: well-formed, and its hash equal to one
+    /// configured. Every configured hash is compared (in constant time, without stopping at
+    /// a match), so the answer's timing says nothing about which one matched or how closely.
+    fn resolve_service(&self, bearer: &str) -> Result<Principal, AuthnError> {
+        let credential = Credential::parse_as(CredentialKind::Service, bearer)
+            .map_err(|_| AuthnError::Invalid)?;
+        let hash = credential.hash();
+        let matched = self
+            .service_credentials
+            .iter()
+            .fold(false, |matched, accepted| accepted.ct_eq(&hash) | matched);
+        if matched {
+            Ok(Principal::service(CONTROL_PLANE))
+        } else {
+            Err(AuthnError::Invalid)
+        }
     }
 
     /// Resolves a user's OIDC JWT: signature, issuer, audience and validity checked by the
-    /// verifier, the user created on first sight (or its email and name refreshed), and
-    /// its memberships with their roles as stored now.
+    /// verifier, then [`Self::principal_of_user`].
     async fn resolve_user(
         &self,
         oidc: &OidcVerifier,
@@ -129,14 +223,26 @@ impl StoreResolver {
             tracing::debug!(%error, "oidc token refused");
             AuthnError::from(error)
         })?;
+        let user = UserClaims {
+            issuer: claims.issuer,
+            subject: claims.subject,
+            email: claims.email.unwrap_or_default(),
+            display_name: claims.name.unwrap_or_default(),
+        };
+        self.principal_of_user(user, Some(claims.expire_time)).await
+    }
+
+    /// The user `claims` name, created on first sight (or its email and name refreshed),
+    /// with its memberships and their roles as stored now; `expire_time` is the
+    /// credential's, when it has one.
+    async fn principal_of_user(
+        &self,
+        claims: UserClaims,
+        expire_time: Option<std::time::SystemTime>,
+    ) -> Result<ResolvedUser, AuthnError> {
         let user = self
             .store
-            .upsert_user(&UserClaims {
-                issuer: claims.issuer,
-                subject: claims.subject,
-                email: claims.email.unwrap_or_default(),
-                display_name: claims.name.unwrap_or_default(),
-            })
+            .upsert_user(&claims)
             .await
             .map_err(store_failure)?;
         let memberships = self
@@ -159,9 +265,11 @@ impl StoreResolver {
         } else {
             user.email.as_str()
         };
-        let principal = Principal::user(user.id.as_str(), roles)
-            .with_display_name(display_name)
-            .with_expire_time(claims.expire_time);
+        let mut principal =
+            Principal::user(user.id.as_str(), roles).with_display_name(display_name);
+        if let Some(expire_time) = expire_time {
+            principal = principal.with_expire_time(expire_time);
+        }
         Ok(ResolvedUser {
             user,
             memberships,

@@ -6,7 +6,7 @@ use std::ops::{Deref, DerefMut};
 use serde::Deserialize;
 use slipway_auth::OidcSettings;
 use slipway_config::{
-    ConfigError, DatabaseSettings, NatsSettings, ServerSettings, ServiceSettings,
+    AuthSettings, ConfigError, DatabaseSettings, NatsSettings, ServerSettings, ServiceSettings,
     TelemetrySettings, Validate,
 };
 
@@ -21,7 +21,9 @@ use slipway_config::{
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(from = "SettingsFile")]
 pub struct Settings {
-    /// `server`, `database`, `nats`, `telemetry`.
+    /// `server`, `database`, `nats`, `telemetry`, `auth` (identity reads only
+    /// `auth.service_credential`, the credential it accepts from the other services; it
+    /// needs no `identity_url`).
     pub service: ServiceSettings,
     /// The OIDC issuer of users; unset: users cannot authenticate with a JWT.
     pub oidc: Option<OidcConfig>,
@@ -35,6 +37,7 @@ pub struct SettingsFile {
     pub database: DatabaseSettings,
     pub nats: NatsSettings,
     pub telemetry: TelemetrySettings,
+    pub auth: AuthSettings,
     pub oidc: Option<OidcConfig>,
 }
 
@@ -46,6 +49,7 @@ impl From<SettingsFile> for Settings {
                 database: file.database,
                 nats: file.nats,
                 telemetry: file.telemetry,
+                auth: file.auth,
             },
             oidc: file.oidc,
         }
@@ -93,17 +97,44 @@ pub struct OidcConfig {
     /// The JWKS URL; unset: discovered from `{issuer}/.well-known/openid-configuration`.
     #[serde(default)]
     pub jwks_url: Option<String>,
+    /// A PEM file of CA certificates trusted for the issuer besides the system's: for an
+    /// issuer whose certificate an installation's own CA signed.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl OidcConfig {
-    /// The verifier's settings: these, with the verifier's defaults for the rest.
-    pub fn verifier_settings(&self) -> OidcSettings {
-        let settings = OidcSettings::new(self.issuer.clone(), self.audience.clone());
-        match &self.jwks_url {
-            Some(url) => settings.with_jwks_url(url.clone()),
-            None => settings,
+    /// The verifier's settings: these, with the verifier's defaults for the rest. Reads
+    /// `ca_file`; an unreadable one, or one without a certificate, is a settings error.
+    pub fn verifier_settings(&self) -> Result<OidcSettings, ConfigError> {
+        let mut settings = OidcSettings::new(self.issuer.clone(), self.audience.clone());
+        if let Some(url) = &self.jwks_url {
+            settings = settings.with_jwks_url(url.clone());
         }
+        if let Some(path) = &self.ca_file {
+            settings.extra_roots = read_certificates(path)?;
+        }
+        Ok(settings)
     }
+}
+
+/// Every certificate of a PEM file.
+fn read_certificates(
+    path: &std::path::Path,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, ConfigError> {
+    use rustls_pki_types::pem::PemObject as _;
+    let invalid = |why: String| ConfigError::invalid("oidc.ca_file", why);
+    let certificates = rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| invalid(format!("{}: {e}", path.display())))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+    if certificates.is_empty() {
+        return Err(invalid(format!(
+            "{}: no PEM certificate in it",
+            path.display()
+        )));
+    }
+    Ok(certificates)
 }
 
 impl Validate for OidcConfig {
@@ -128,7 +159,7 @@ impl Validate for OidcConfig {
                 "must be an http:// or https:// URL",
             ));
         }
-        Ok(())
+        self.verifier_settings().map(|_| ())
     }
 }
 
@@ -169,7 +200,7 @@ mod tests {
         let oidc = settings.oidc.unwrap();
         assert_eq!(oidc.issuer, "https://login.example.com");
         assert_eq!(oidc.jwks_url, None);
-        assert_eq!(oidc.verifier_settings().audience, "slipway");
+        assert_eq!(oidc.verifier_settings().unwrap().audience, "slipway");
 
         let from_env: Settings = slipway_config::load_from(
             None,
@@ -181,7 +212,7 @@ mod tests {
             .map(|(key, value)| (key.to_owned(), value.to_owned())),
         )
         .unwrap();
-        let oidc = from_env.oidc.unwrap().verifier_settings();
+        let oidc = from_env.oidc.unwrap().verifier_settings().unwrap();
         assert_eq!(oidc.jwks_url.as_deref(), Some("http://127.0.0.1:9000/keys"));
     }
 
@@ -197,5 +228,14 @@ mod tests {
         assert!(load("[oidc]\nissuer = \"https://x\"\naudience = \"a\"\ntypo = 1\n").is_err());
         assert!(load("[unknown]\nkey = 1\n").is_err());
         assert!(load("[database]\ntypo = 1\n").is_err());
+        // A CA file must exist and hold a certificate.
+        let oidc = "[oidc]\nissuer = \"https://x\"\naudience = \"a\"\n";
+        let missing = load(&format!("{oidc}ca_file = \"/nonexistent/ca.pem\"\n")).unwrap_err();
+        assert!(missing.to_string().contains("oidc.ca_file"), "{missing}");
+        let empty = std::env::temp_dir().join(format!("slipway-empty-{}.pem", std::process::id()));
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let refused = load(&format!("{oidc}ca_file = \"{}\"\n", empty.display()));
+        let _ = std::fs::remove_file(&empty);
+        assert!(refused.is_err());
     }
 }

@@ -32,6 +32,10 @@ struct Harness {
     store: Store,
     acme: String,
     admin: String,
+    /// Bootstrap's owner credential: signs in as the organization's owner user.
+    owner: String,
+    /// The control plane's `slps_` credential identity is configured with.
+    service: String,
 }
 
 impl Harness {
@@ -42,8 +46,10 @@ impl Harness {
         settings.database.url = db.url().to_owned();
         settings.nats.url = nats.url().to_owned();
         settings.nats.namespace = nats.namespace().to_owned();
+        let service = NewCredential::generate(CredentialKind::Service)?.into_secret();
+        settings.auth.service_credential = Some(service.clone());
         // Migrate before the service starts, so the two never race on it.
-        let platform = Platform::connect::<store::Migrator>(&settings).await?;
+        let (_, platform) = slipway_identity::connect(&settings).await?;
         let store = Store::new(platform.db.clone());
         let boot = slipway_identity::bootstrap(&platform, "acme").await?;
         let mut sandbox = Sandbox::new();
@@ -64,6 +70,8 @@ impl Harness {
             store,
             acme: boot.organization_id,
             admin: boot.secret,
+            owner: boot.owner_secret,
+            service,
         })
     }
 
@@ -519,6 +527,23 @@ async fn missing_garbled_expired_and_revoked_tokens_are_unauthenticated() -> Tes
     assert_eq!(
         principal.memberships[0].role.clone(),
         builtin(pb::BuiltinRole::Admin)
+    );
+
+    // Bootstrap's owner credential signs in as the owner user, not as a token.
+    let owner = h
+        .auth()
+        .authenticate(pb::AuthenticateRequest {
+            credential: h.owner.clone(),
+        })
+        .await?
+        .into_inner()
+        .principal
+        .ok_or("no principal")?;
+    assert_eq!(owner.kind, i32::from(pb::PrincipalKind::User));
+    assert_eq!(owner.memberships.len(), 1);
+    assert_eq!(
+        owner.memberships[0].role.clone(),
+        builtin(pb::BuiltinRole::Owner)
     );
     h.sandbox.shutdown().await?;
     Ok(())
@@ -1018,6 +1043,80 @@ async fn check_answers_the_permission_matrix_like_the_local_evaluator() -> TestR
     // A role that grants nothing of the kind: sanity of the fixture.
     let _ = EnvironmentMode::ALL;
     h.sandbox.shutdown().await?;
+    Ok(())
+}
+
+/// The configured service credential is the control plane: it reads any organization's
+/// custom role (what other services' `RemoteResolver` does) and Authenticate answers it as
+/// a SERVICE principal. Any other `slps_` credential, well-formed or not, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_service_credential_reads_any_organizations_roles() -> TestResult {
+    let h = Harness::start().await?;
+    let (other_org, _) = h.other_org().await?;
+    let mut ids = Vec::new();
+    for org in [&h.acme, &other_org] {
+        let role = h
+            .store
+            .create_role(&NewRole {
+                organization_id: org.clone(),
+                name: "ops".into(),
+                description: String::new(),
+                grants: Grants::default().to_json(),
+            })
+            .await?;
+        ids.push(role.id);
+    }
+    let mut roles =
+        slipway_proto::identity::v1::role_service_client::RoleServiceClient::new(h.channel());
+    for id in &ids {
+        // Twice: the second answer comes from identity's authentication cache.
+        for _ in 0..2 {
+            let role = roles
+                .get_role(with_token(
+                    pb::GetRoleRequest { id: id.clone() },
+                    &h.service,
+                ))
+                .await?
+                .into_inner()
+                .role
+                .ok_or("no role")?;
+            assert_eq!(&role.id, id);
+        }
+    }
+
+    let principal = h
+        .auth()
+        .authenticate(pb::AuthenticateRequest {
+            credential: h.service.clone(),
+        })
+        .await?
+        .into_inner()
+        .principal
+        .ok_or("no principal")?;
+    assert_eq!(principal.kind, i32::from(pb::PrincipalKind::Service));
+    assert_eq!(principal.id, slipway_identity::resolver::CONTROL_PLANE);
+
+    let stranger = NewCredential::generate(CredentialKind::Service)?.into_secret();
+    let mut damaged = h.service.clone();
+    damaged.pop();
+    damaged.push(if h.service.ends_with('0') { '1' } else { '0' });
+    let agent = NewCredential::generate(CredentialKind::Agent)?.into_secret();
+    for bad in [&stranger, &damaged, &agent] {
+        let status = roles
+            .get_role(with_token(pb::GetRoleRequest { id: ids[1].clone() }, bad))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        assert_eq!(reason(&status), "TOKEN_INVALID");
+        let status = h
+            .auth()
+            .authenticate(pb::AuthenticateRequest {
+                credential: bad.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
     Ok(())
 }
 
@@ -2298,4 +2397,315 @@ mod invitations {
         h.sandbox.shutdown().await?;
         Ok(())
     }
+}
+
+/// `request_id` on the creates: a repeat returns the first resource and writes nothing.
+mod request_ids {
+    use super::*;
+    use slipway_proto::identity::v1::invitation_service_client::InvitationServiceClient;
+    use slipway_proto::identity::v1::role_service_client::RoleServiceClient;
+
+    async fn role_count(h: &Harness) -> Result<usize, Box<dyn std::error::Error>> {
+        Ok(h.store
+            .list_roles(&h.acme, &store::PageRequest::first(100))
+            .await?
+            .items
+            .len())
+    }
+
+    async fn invitation_count(h: &Harness) -> Result<usize, Box<dyn std::error::Error>> {
+        Ok(h.store
+            .list_invitations(&h.acme, None, &store::PageRequest::first(100))
+            .await?
+            .items
+            .len())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_repeated_create_api_token_returns_the_first_without_its_secret() -> TestResult {
+        let h = Harness::start().await?;
+        let mut request = new_token(&h.acme, "ci", builtin(pb::BuiltinRole::Viewer));
+        request.request_id = "token-1".into();
+        let first = h
+            .tokens()
+            .create_api_token(with_token(request.clone(), &h.admin))
+            .await?
+            .into_inner();
+        assert!(first.secret.starts_with("slp_"));
+        let first_token = first.api_token.ok_or("no token")?;
+        let names = token_names(&h, &h.acme).await?;
+
+        let repeat = h
+            .tokens()
+            .create_api_token(with_token(request.clone(), &h.admin))
+            .await?
+            .into_inner();
+        assert_eq!(repeat.secret, "", "a repeat never shows the secret again");
+        let repeat_token = repeat.api_token.ok_or("no token")?;
+        assert_eq!(repeat_token.id, first_token.id);
+        assert_eq!(repeat_token.name, "ci");
+        assert_eq!(
+            token_names(&h, &h.acme).await?,
+            names,
+            "nothing was created"
+        );
+
+        // The first secret still works: a viewer, authenticated and then denied.
+        let mut other = new_token(&h.acme, "ci-2", builtin(pb::BuiltinRole::Viewer));
+        other.request_id = "token-2".into();
+        let other = h
+            .tokens()
+            .create_api_token(with_token(other, &first.secret))
+            .await
+            .err()
+            .ok_or("a viewer created a token")?;
+        assert_eq!(other.code(), Code::PermissionDenied);
+
+        // A failed create records nothing: its retry runs anew.
+        let mut taken = new_token(&h.acme, "ci", builtin(pb::BuiltinRole::Viewer));
+        taken.request_id = "token-3".into();
+        let status = h
+            .tokens()
+            .create_api_token(with_token(taken.clone(), &h.admin))
+            .await
+            .err()
+            .ok_or("a taken name was accepted")?;
+        assert_eq!(status.code(), Code::AlreadyExists);
+        let mut retry = new_token(&h.acme, "ci-3", builtin(pb::BuiltinRole::Viewer));
+        retry.request_id = "token-3".into();
+        let retried = h
+            .tokens()
+            .create_api_token(with_token(retry, &h.admin))
+            .await?
+            .into_inner();
+        assert!(retried.secret.starts_with("slp_"));
+        assert_eq!(retried.api_token.ok_or("no token")?.name, "ci-3");
+        assert_eq!(token_names(&h, &h.acme).await?.len(), names.len() + 1);
+        h.sandbox.shutdown().await?;
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_repeated_create_role_returns_the_first() -> TestResult {
+        let h = Harness::start().await?;
+        let mut roles = RoleServiceClient::new(h.channel());
+        let request = pb::CreateRoleRequest {
+            organization_id: h.acme.clone(),
+            role: Some(pb::Role {
+                name: "deployer".into(),
+                ..Default::default()
+            }),
+            request_id: "role-1".into(),
+        };
+        let first = roles
+            .create_role(with_token(request.clone(), &h.admin))
+            .await?
+            .into_inner()
+            .role
+            .ok_or("no role")?;
+        let count = role_count(&h).await?;
+        let repeat = roles
+            .create_role(with_token(request.clone(), &h.admin))
+            .await?
+            .into_inner()
+            .role
+            .ok_or("no role")?;
+        assert_eq!(repeat.id, first.id);
+        assert_eq!(role_count(&h).await?, count, "nothing was created");
+
+        // The same key in another organization is another request.
+        let (other, other_admin) = h.other_org().await?;
+        let mut elsewhere = request.clone();
+        elsewhere.organization_id = other.clone();
+        let created = roles
+            .create_role(with_token(elsewhere, &other_admin))
+            .await?
+            .into_inner()
+            .role
+            .ok_or("no role")?;
+        assert_ne!(created.id, first.id);
+        h.sandbox.shutdown().await?;
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_repeated_create_invitation_returns_the_first_without_its_token() -> TestResult {
+        let h = Harness::start().await?;
+        let mut invitations = InvitationServiceClient::new(h.channel());
+        let request = pb::CreateInvitationRequest {
+            organization_id: h.acme.clone(),
+            invitation: Some(pb::Invitation {
+                email: "eve@example.com".into(),
+                role: builtin(pb::BuiltinRole::Viewer),
+                ..Default::default()
+            }),
+            request_id: "invite-1".into(),
+        };
+        let first = invitations
+            .create_invitation(with_token(request.clone(), &h.admin))
+            .await?
+            .into_inner();
+        assert!(first.invitation_token.starts_with("slpi_"));
+        let count = invitation_count(&h).await?;
+        let repeat = invitations
+            .create_invitation(with_token(request.clone(), &h.admin))
+            .await?
+            .into_inner();
+        assert_eq!(
+            repeat.invitation_token, "",
+            "a repeat never shows the token again"
+        );
+        assert_eq!(
+            repeat.invitation.ok_or("no invitation")?.id,
+            first.invitation.ok_or("no invitation")?.id
+        );
+        assert_eq!(invitation_count(&h).await?, count, "nothing was created");
+        h.sandbox.shutdown().await?;
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_repeated_create_organization_returns_the_first() -> TestResult {
+        // CreateOrganization takes a user principal (an OIDC login, see tests/oidc.rs):
+        // here the store's keyed create, which the RPC calls with the caller's user id.
+        let h = Harness::start().await?;
+        let user = h
+            .store
+            .upsert_user(&store::UserClaims {
+                issuer: "https://issuer.test".into(),
+                subject: "carol".into(),
+                email: "carol@example.com".into(),
+                display_name: "carol".into(),
+            })
+            .await?;
+        let new = store::NewOrganization {
+            name: "carol-labs".into(),
+            display_name: String::new(),
+        };
+        let key = store::RequestKey::new(&user.id, "CreateOrganization", "org-1");
+        let first = h
+            .store
+            .create_organization_once(&new, &user.id, key.as_ref())
+            .await?;
+        assert!(first.is_new());
+        let first = first.into_inner();
+        let count = || async {
+            h.store
+                .list_organizations(None, &store::PageRequest::first(100))
+                .await
+                .map(|page| page.items.len())
+        };
+        let before = count().await?;
+        let repeat = h
+            .store
+            .create_organization_once(&new, &user.id, key.as_ref())
+            .await?;
+        assert!(!repeat.is_new());
+        assert_eq!(repeat.into_inner().id, first.id);
+        assert_eq!(count().await?, before, "nothing was created");
+
+        // A failed create records nothing: the key's retry runs anew.
+        let failed = store::RequestKey::new(&user.id, "CreateOrganization", "org-2");
+        let status = h
+            .store
+            .create_organization_once(&new, &user.id, failed.as_ref())
+            .await
+            .err()
+            .ok_or("a taken name was accepted")?;
+        assert!(matches!(status, store::StoreError::AlreadyExists(_)));
+        let renamed = store::NewOrganization {
+            name: "carol-labs-2".into(),
+            display_name: String::new(),
+        };
+        let retried = h
+            .store
+            .create_organization_once(&renamed, &user.id, failed.as_ref())
+            .await?;
+        assert!(retried.is_new());
+        assert_eq!(count().await?, before + 1);
+        h.sandbox.shutdown().await?;
+        Ok(())
+    }
+}
+
+/// Actions honour `request_id`: a repeat of a revoke that succeeded answers its first
+/// result and records nothing more, while the same revoke without the key (or with
+/// another) answers what the state now says.
+#[tokio::test]
+async fn a_repeated_action_with_its_request_id_returns_the_first_result() -> TestResult {
+    let h = Harness::start().await?;
+    let (token, _) = h
+        .token(
+            &h.acme,
+            "leaked",
+            RoleRef::Builtin(BuiltinRole::Viewer),
+            None,
+        )
+        .await?;
+    let mut tokens = h.tokens();
+    let revoke = |request_id: &str| {
+        with_token(
+            pb::RevokeApiTokenRequest {
+                id: token.id.clone(),
+                request_id: request_id.to_owned(),
+            },
+            &h.admin,
+        )
+    };
+    let audited = |store: Store, org: String| async move {
+        let page = store
+            .list_audit_events(
+                &org,
+                &store::AuditFilter::default(),
+                &store::PageRequest::first(100),
+            )
+            .await?;
+        Ok::<usize, Box<dyn std::error::Error>>(
+            page.items
+                .iter()
+                .filter(|event| event.method.ends_with("/RevokeApiToken"))
+                .count(),
+        )
+    };
+    tokens.revoke_api_token(revoke("revoke-leaked")).await?;
+    let after_first = audited(h.store.clone(), h.acme.clone()).await?;
+    assert_eq!(after_first, 1);
+    // The client retries (its answer was lost): the first result again, nothing new.
+    tokens.revoke_api_token(revoke("revoke-leaked")).await?;
+    assert_eq!(audited(h.store.clone(), h.acme.clone()).await?, after_first);
+    // A new request is a new action, refused by the state the first one left.
+    let again = tokens
+        .revoke_api_token(revoke("revoke-leaked-again"))
+        .await
+        .err()
+        .ok_or("a revoked token was revoked twice")?;
+    assert_ne!(again.code(), Code::Ok);
+    let unkeyed = tokens
+        .revoke_api_token(revoke(""))
+        .await
+        .err()
+        .ok_or("a revoked token was revoked twice")?;
+    assert_eq!(unkeyed.code(), again.code());
+    // The key is the caller's own: another caller's repeat of it runs anew.
+    let (_, other_admin) = h
+        .token(
+            &h.acme,
+            "admin2",
+            RoleRef::Builtin(BuiltinRole::Admin),
+            None,
+        )
+        .await?;
+    let status = tokens
+        .revoke_api_token(with_token(
+            pb::RevokeApiTokenRequest {
+                id: token.id.clone(),
+                request_id: "revoke-leaked".into(),
+            },
+            &other_admin,
+        ))
+        .await
+        .err()
+        .ok_or("another caller replayed someone else's result")?;
+    assert_eq!(status.code(), again.code());
+    Ok(())
 }

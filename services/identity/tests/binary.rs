@@ -39,6 +39,12 @@ async fn bootstrap_subcommand_prints_a_token_once() -> Result<(), Box<dyn std::e
         .find(|line| line.starts_with("slp_"))
         .ok_or("no token printed")?;
     assert!(slipway_auth::credential::Credential::parse(token).is_ok());
+    let owner = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("owner token (shown once): "))
+        .ok_or("no owner token printed")?;
+    assert!(slipway_auth::credential::Credential::parse(owner).is_ok());
+    assert_ne!(owner, token);
 
     let second = run()?;
     let stdout = String::from_utf8(second.stdout)?;

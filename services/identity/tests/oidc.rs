@@ -14,7 +14,7 @@ use rsa::pkcs1::EncodeRsaPrivateKey as _;
 use rsa::traits::PublicKeyParts as _;
 use serde_json::{Value, json};
 use slipway_db::sea_orm::{EntityTrait as _, PaginatorTrait as _};
-use slipway_identity::store::{self, entity::user};
+use slipway_identity::store::entity::{organization, user};
 use slipway_proto::identity::v1 as pb;
 use slipway_proto::identity::v1::auth_service_client::AuthServiceClient;
 use slipway_proto::identity::v1::organization_service_client::OrganizationServiceClient;
@@ -168,7 +168,7 @@ impl Harness {
         settings.nats.url = nats.url().to_owned();
         settings.nats.namespace = nats.namespace().to_owned();
         settings.oidc = oidc;
-        let platform = Platform::connect::<store::Migrator>(&settings).await?;
+        let (_, platform) = slipway_identity::connect(&settings).await?;
         let mut sandbox = Sandbox::new();
         sandbox
             .start("identity", move |listener, shutdown| {
@@ -218,6 +218,7 @@ async fn a_valid_jwt_authenticates_its_user_created_once() -> TestResult {
         issuer: issuer.url.clone(),
         audience: AUDIENCE.into(),
         jwks_url: None,
+        ca_file: None,
     }))
     .await?;
     let jwt = sign(&key, &claims(&issuer.url));
@@ -306,6 +307,7 @@ async fn bad_jwts_are_unauthenticated() -> TestResult {
         issuer: issuer.url.clone(),
         audience: AUDIENCE.into(),
         jwks_url: Some(format!("{}/keys", issuer.url)),
+        ca_file: None,
     }))
     .await?;
     // The good token first, so the JWKS is cached and the impostor's kid is known.
@@ -360,5 +362,53 @@ async fn without_an_issuer_jwts_are_invalid() -> TestResult {
         "TOKEN_INVALID",
     );
     assert_eq!(harness.user_count().await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_repeated_create_organization_returns_the_first() -> TestResult {
+    let issuer = issuer().await;
+    let key = rsa_key(&keys().0, "rsa-1");
+    issuer.publish(&key);
+    let harness = Harness::start(Some(slipway_identity::OidcConfig {
+        issuer: issuer.url.clone(),
+        audience: AUDIENCE.into(),
+        jwks_url: None,
+        ca_file: None,
+    }))
+    .await?;
+    let jwt = sign(&key, &claims(&issuer.url));
+    let request = pb::CreateOrganizationRequest {
+        organization: Some(pb::Organization {
+            name: "ada-labs".into(),
+            ..Default::default()
+        }),
+        request_id: "org-1".into(),
+    };
+    let mut orgs = OrganizationServiceClient::new(harness.channel.clone());
+    let first = orgs
+        .create_organization(with_bearer(request.clone(), &jwt))
+        .await?
+        .into_inner()
+        .organization
+        .ok_or("no organization")?;
+    let repeat = orgs
+        .create_organization(with_bearer(request, &jwt))
+        .await?
+        .into_inner()
+        .organization
+        .ok_or("no organization")?;
+    assert_eq!(repeat.id, first.id);
+    let count = organization::Entity::find()
+        .count(&harness.platform.db)
+        .await?;
+    assert_eq!(count, 1, "nothing was created");
+    let memberships = harness
+        .current(&jwt)
+        .await?
+        .principal
+        .ok_or("no principal")?
+        .memberships;
+    assert_eq!(memberships.len(), 1);
     Ok(())
 }

@@ -109,19 +109,23 @@ impl ApiTokens {
             self.check_role_for_creator(principal, org, &role).await?;
             let secret =
                 NewCredential::generate(CredentialKind::ApiToken).map_err(ApiError::internal)?;
-            let token = self
+            let key = store::RequestKey::new(org, call.method, &request.request_id);
+            let created = self
                 .ctx
                 .store
-                .create_api_token(&NewApiToken {
-                    organization_id: org.to_owned(),
-                    name: fields.name.clone(),
-                    description: fields.description.clone(),
-                    role: role.clone(),
-                    secret_hash: SecretHash::from_digest(*secret.hash().as_bytes()),
-                    secret_hint: secret.hint().to_owned(),
-                    expire_time,
-                    creator: convert::principal_ref(principal),
-                })
+                .create_api_token_once(
+                    &NewApiToken {
+                        organization_id: org.to_owned(),
+                        name: fields.name.clone(),
+                        description: fields.description.clone(),
+                        role: role.clone(),
+                        secret_hash: SecretHash::from_digest(*secret.hash().as_bytes()),
+                        secret_hint: secret.hint().to_owned(),
+                        expire_time,
+                        creator: convert::principal_ref(principal),
+                    },
+                    key.as_ref(),
+                )
                 .await
                 .map_err(|error| match error {
                     store::StoreError::AlreadyExists(_) => {
@@ -133,7 +137,13 @@ impl ApiTokens {
                     store::StoreError::NotFound(_) => ApiError::not_found("organization", org),
                     other => other.into(),
                 })?;
-            Ok::<_, ApiError>((token, secret.into_secret()))
+            // The secret is shown once, by the request that created the token: a repeat of
+            // its `request_id` returns the token's metadata with an empty secret (the one
+            // generated for the repeat was never stored).
+            Ok::<_, ApiError>(match created {
+                store::Created::New(token) => (token, Some(secret.into_secret())),
+                store::Created::Repeat(token) => (token, None),
+            })
         }
         .await;
         let audit_target = match &outcome {
@@ -151,6 +161,12 @@ impl ApiTokens {
             )
             .await;
         let (token, secret) = outcome?;
+        let Some(secret) = secret else {
+            return Ok(pb::CreateApiTokenResponse {
+                api_token: Some(convert::api_token_to_proto(&token)),
+                secret: String::new(),
+            });
+        };
         self.ctx
             .publish(
                 principal,
@@ -398,8 +414,14 @@ impl ApiTokenService for ApiTokens {
             "/slipway.identity.v1.ApiTokenService/RevokeApiToken",
         );
         let principal = principal(&request)?.clone();
-        Ok(Response::new(
-            self.revoke(&principal, request.into_inner(), &call).await?,
-        ))
+        let request = request.into_inner();
+        let request_id = request.request_id.clone();
+        let response = self
+            .ctx
+            .once(&principal, &call, &request_id, || {
+                self.revoke(&principal, request, &call)
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 }

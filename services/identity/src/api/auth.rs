@@ -2,14 +2,17 @@
 //!
 //! Mounted without `AuthenticateLayer`: Authenticate authenticates the credential in its
 //! request, not the caller's, so it must answer callers without one. Check and BatchCheck
-//! resolve the caller's own `authorization` here, through the same resolver the layer uses.
+//! resolve the caller's own `authorization` here, through the same cached resolver the
+//! layer uses (identity drops its entries itself on every change it makes). Authenticate
+//! resolves uncached, through the store resolver, because its answer carries more than a
+//! principal (token and organization records) and is what other services cache.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use slipway_auth::authn::bearer;
 use slipway_auth::rbac::{Action, Decision, DenyReason, Principal, PrincipalKind};
-use slipway_auth::{AuthnError, PrincipalResolver as _};
+use slipway_auth::{AuthnError, CachingResolver, PrincipalResolver as _};
 use slipway_proto::ApiError;
 use slipway_proto::identity::v1 as pb;
 use slipway_proto::identity::v1::auth_service_server::AuthService;
@@ -27,24 +30,26 @@ pub const MAX_BATCH: usize = 500;
 #[derive(Clone)]
 pub struct Auth {
     store: Store,
-    resolver: Arc<StoreResolver>,
+    resolver: Arc<CachingResolver<StoreResolver>>,
 }
 
 impl Auth {
-    pub fn new(store: Store, resolver: Arc<StoreResolver>) -> Self {
+    pub fn new(store: Store, resolver: Arc<CachingResolver<StoreResolver>>) -> Self {
         Self { store, resolver }
     }
 
-    /// The caller of a Check, resolved from its `authorization` metadata now, so its roles
-    /// are those stored at this moment.
+    /// The caller of a Check, resolved from its `authorization` metadata through the
+    /// cache: its roles are those stored now, since identity drops cached entries itself
+    /// on every change it makes, and other replicas' changes arrive as events.
     async fn caller<T>(&self, request: &Request<T>) -> Result<Principal, ApiError> {
         let headers = request.metadata().clone().into_headers();
         let credential = bearer(&headers)?;
         Ok(self.resolver.resolve(credential).await?)
     }
 
-    /// Whose permissions to check: the caller, unless it names someone else, which only
-    /// control-plane services may (identity issues no service credentials yet).
+    /// Whose permissions to check: the caller, unless it names someone else, which is not
+    /// supported yet for anyone (a control-plane service checking for another principal
+    /// would need that principal resolved by id).
     fn subject(caller: Principal, named: Option<&pb::PrincipalRef>) -> Result<Principal, ApiError> {
         let Some(named) = named else {
             return Ok(caller);
@@ -74,8 +79,13 @@ impl Auth {
         if credential.is_empty() {
             return Err(AuthnError::Missing.into());
         }
-        let resolved = match self.resolver.resolve_any(credential).await? {
+        let resolved = match self.resolver.inner().resolve_any(credential).await? {
             Resolved::Token(resolved) => resolved,
+            Resolved::Service(principal) => {
+                return Ok(pb::AuthenticateResponse {
+                    principal: Some(slipway_auth::convert::principal_to_proto(&principal)),
+                });
+            }
             Resolved::User(resolved) => {
                 return Ok(pb::AuthenticateResponse {
                     principal: Some(convert::user_principal(

@@ -147,20 +147,30 @@ impl Invitations {
             }
             let token =
                 NewCredential::generate(CredentialKind::Invitation).map_err(ApiError::internal)?;
-            let invitation = self
+            let key = store::RequestKey::new(org, call.method, &request.request_id);
+            let created = self
                 .ctx
                 .store
-                .create_invitation(&NewInvitation {
-                    organization_id: org.to_owned(),
-                    email: fields.email.clone(),
-                    role: role.clone(),
-                    token_hash: SecretHash::from_digest(*token.hash().as_bytes()),
-                    expire_time,
-                    inviter: convert::principal_ref(principal),
-                })
+                .create_invitation_once(
+                    &NewInvitation {
+                        organization_id: org.to_owned(),
+                        email: fields.email.clone(),
+                        role: role.clone(),
+                        token_hash: SecretHash::from_digest(*token.hash().as_bytes()),
+                        expire_time,
+                        inviter: convert::principal_ref(principal),
+                    },
+                    key.as_ref(),
+                )
                 .await
                 .map_err(invitation_error(""))?;
-            Ok((invitation, token.into_secret()))
+            // The token is shown once, by the request that created the invitation: a repeat
+            // of its `request_id` returns the invitation without it (the one generated for
+            // the repeat was never stored).
+            Ok(match created {
+                store::Created::New(invitation) => (invitation, token.into_secret()),
+                store::Created::Repeat(invitation) => (invitation, String::new()),
+            })
         }
         .await;
         let audit_target = outcome.as_ref().map_or_else(
@@ -401,9 +411,15 @@ impl InvitationService for Invitations {
     ) -> Result<Response<pb::AcceptInvitationResponse>, Status> {
         let call = Call::of(&request, ACCEPT);
         let principal = principal(&request)?.clone();
-        Ok(Response::new(
-            self.accept(&principal, request.into_inner(), &call).await?,
-        ))
+        let request = request.into_inner();
+        let request_id = request.request_id.clone();
+        let response = self
+            .ctx
+            .once(&principal, &call, &request_id, || {
+                self.accept(&principal, request, &call)
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn revoke_invitation(
@@ -412,8 +428,14 @@ impl InvitationService for Invitations {
     ) -> Result<Response<pb::RevokeInvitationResponse>, Status> {
         let call = Call::of(&request, REVOKE);
         let principal = principal(&request)?.clone();
-        Ok(Response::new(
-            self.revoke(&principal, request.into_inner(), &call).await?,
-        ))
+        let request = request.into_inner();
+        let request_id = request.request_id.clone();
+        let response = self
+            .ctx
+            .once(&principal, &call, &request_id, || {
+                self.revoke(&principal, request, &call)
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 }

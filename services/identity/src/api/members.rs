@@ -276,10 +276,15 @@ impl MemberService for Members {
     ) -> Result<Response<pb::UpdateMemberRoleResponse>, Status> {
         let call = Call::of(&request, UPDATE_ROLE);
         let principal = principal(&request)?.clone();
-        Ok(Response::new(
-            self.update_role(&principal, request.into_inner(), &call)
-                .await?,
-        ))
+        let request = request.into_inner();
+        let request_id = request.request_id.clone();
+        let response = self
+            .ctx
+            .once(&principal, &call, &request_id, || {
+                self.update_role(&principal, request, &call)
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn remove_member(

@@ -25,13 +25,16 @@ use slipway_proto::{ApiError, AuthFailure, PreconditionViolation};
 use crate::convert;
 use crate::resolver::StoreResolver;
 use crate::store::{self, AuditTarget, NewAuditEvent, Origin, Precondition, Store, StoreError};
+use slipway_auth::CachingResolver;
 
 /// What every handler needs. Cheap to clone.
 #[derive(Clone)]
 pub struct Context {
     pub store: Store,
     pub bus: Arc<dyn EventBus>,
-    pub resolver: Arc<StoreResolver>,
+    /// The cached resolver every authenticated call goes through; [`Context::publish`]
+    /// drops what each change makes stale from it.
+    pub resolver: Arc<CachingResolver<StoreResolver>>,
 }
 
 impl From<StoreError> for ApiError {
@@ -148,6 +151,40 @@ fn code_name(code: tonic::Code) -> &'static str {
 }
 
 impl Context {
+    /// Runs `action` once per (caller, method, `request_id`): a repeat of a key that
+    /// succeeded before answers with the first response and changes nothing (DESIGN.md,
+    /// "Create and actions take an optional request_id"). Without a key, `action` just runs.
+    pub async fn once<R, F, Fut>(
+        &self,
+        principal: &Principal,
+        call: &Call,
+        request_id: &str,
+        action: F,
+    ) -> Result<R, ApiError>
+    where
+        R: prost::Message + Default,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<R, ApiError>>,
+    {
+        let Some(key) = store::RequestKey::new(principal.id(), call.method, request_id) else {
+            return action().await;
+        };
+        if let Some(recorded) = self.store.recorded_action(&key).await? {
+            return R::decode(recorded.as_slice()).map_err(ApiError::internal);
+        }
+        let response = action().await?;
+        // The action happened: failing to remember it must not turn its success into an
+        // error (a repeat would then run again and answer what the state says).
+        if let Err(error) = self
+            .store
+            .record_action(&key, response.encode_to_vec())
+            .await
+        {
+            tracing::warn!(%error, method = call.method, "cannot record an action's request_id");
+        }
+        Ok(response)
+    }
+
     /// [`authorize`], recording a refusal in the audit log of the resource's organization:
     /// every refused change, and every read answered PERMISSION_DENIED (audit.proto).
     /// Outsiders' refusals are not recorded (see [`Context::audit`]).
@@ -229,6 +266,10 @@ impl Context {
     /// Publishes an identity event on the EVENTS stream, subject
     /// `slipway.events.identity.<resource>.<verb>`.
     ///
+    /// Before publishing, the change is applied to identity's own authentication cache,
+    /// synchronously, so no later call to this replica is answered from a principal the
+    /// change made stale (the event reaches other replicas' and services' caches).
+    ///
     /// A failed publish is logged, not answered: the change is committed and retrying the
     /// call would repeat it. Consumers that missed it still see the change on their next
     /// resolution, once their short cache TTL passes.
@@ -255,6 +296,9 @@ impl Context {
             r#type: format!("identity.{resource}.{verb}"),
             payload: Some(payload),
         };
+        for invalidation in slipway_auth::remote::invalidations_for(&event) {
+            self.resolver.invalidate(&invalidation);
+        }
         let subject = match slipway_events::subject::event("identity", resource) {
             Ok(prefix) => format!("{prefix}.{verb}"),
             Err(error) => {

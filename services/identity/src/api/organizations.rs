@@ -91,15 +91,18 @@ impl Organizations {
                 permission: "identity.organizations.create (users only)".to_owned(),
             });
         }
-        let (org, _owner) = self
+        // The key's scope is the caller: there is no organization yet.
+        let key = store::RequestKey::new(principal.id(), call.method, &request.request_id);
+        let created = self
             .ctx
             .store
-            .create_organization(
+            .create_organization_once(
                 &NewOrganization {
                     name: fields.name.clone(),
                     display_name: fields.display_name.clone(),
                 },
                 principal.id(),
+                key.as_ref(),
             )
             .await
             .map_err(|error| match error {
@@ -108,6 +111,16 @@ impl Organizations {
                 }
                 other => other.into(),
             })?;
+        // A repeat of `request_id` returns the organization the first request created, and
+        // records or announces nothing more.
+        let org = match created {
+            store::Created::New(org) => org,
+            store::Created::Repeat(org) => {
+                return Ok(pb::CreateOrganizationResponse {
+                    organization: Some(convert::organization_to_proto(&org)),
+                });
+            }
+        };
         // The caller's principal predates its membership, so the audit record is written
         // directly rather than through Context::audit's membership check.
         if let Err(error) = self
@@ -474,9 +487,14 @@ impl OrganizationService for Organizations {
     ) -> Result<Response<pb::TransferOrganizationOwnershipResponse>, Status> {
         let call = Call::of(&request, TRANSFER);
         let principal = principal(&request)?.clone();
-        Ok(Response::new(
-            self.transfer(&principal, request.into_inner(), &call)
-                .await?,
-        ))
+        let request = request.into_inner();
+        let request_id = request.request_id.clone();
+        let response = self
+            .ctx
+            .once(&principal, &call, &request_id, || {
+                self.transfer(&principal, request, &call)
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 }

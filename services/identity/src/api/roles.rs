@@ -311,15 +311,21 @@ impl Roles {
         let outcome = async {
             let resource = Resource::in_organization(org).of_kind(ResourceKind::Role);
             authorize(principal, action, &resource, "organization", org)?;
+            // A repeat of `request_id` returns the role the first request created.
+            let key = store::RequestKey::new(org, call.method, &request.request_id);
             self.ctx
                 .store
-                .create_role(&NewRole {
-                    organization_id: org.to_owned(),
-                    name: role.name.clone(),
-                    description: role.description.clone(),
-                    grants: grants.to_json(),
-                })
+                .create_role_once(
+                    &NewRole {
+                        organization_id: org.to_owned(),
+                        name: role.name.clone(),
+                        description: role.description.clone(),
+                        grants: grants.to_json(),
+                    },
+                    key.as_ref(),
+                )
                 .await
+                .map(store::Created::into_inner)
                 .map_err(|error| match error {
                     StoreError::AlreadyExists(_) => {
                         ApiError::already_exists("role", role.name.clone())

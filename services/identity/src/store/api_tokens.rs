@@ -9,11 +9,15 @@ use slipway_db::sea_orm::{
 };
 
 use super::entity::{api_token, organization};
+use super::requests::claim;
 use super::types::{
     ApiToken, NameCursor, NewApiToken, Page, PageRequest, SecretHash, into_page, new_id, now,
     truncate_time,
 };
-use super::{Resource, Store, StoreError, StoreResult, principal_from_columns, role_from_columns};
+use super::{
+    Created, RequestKey, Resource, Store, StoreError, StoreResult, commit, principal_from_columns,
+    role_from_columns,
+};
 
 fn api_token_from_model(m: api_token::Model) -> StoreResult<ApiToken> {
     Ok(ApiToken {
@@ -35,9 +39,32 @@ impl Store {
     /// [`StoreError::AlreadyExists`]; an unknown organization, or a custom role that is not
     /// the organization's, is not found.
     pub async fn create_api_token(&self, new: &NewApiToken) -> StoreResult<ApiToken> {
+        self.create_api_token_once(new, None)
+            .await
+            .map(Created::into_inner)
+    }
+
+    /// [`Store::create_api_token`] with an optional idempotency key, recorded in the same
+    /// transaction: a repeat of the key returns the metadata of the token the first request
+    /// created (as a get of it would, so not found once revoked) and writes nothing; the
+    /// repeat's `secret_hash` is unused.
+    pub async fn create_api_token_once(
+        &self,
+        new: &NewApiToken,
+        request: Option<&RequestKey>,
+    ) -> StoreResult<Created<ApiToken>> {
+        let id = new_id();
+        let txn = self.begin().await?;
+        if let Some(key) = request
+            && !claim(&txn, key, &id).await?
+        {
+            drop(txn);
+            let first = self.recorded_resource(key).await?;
+            return self.get_api_token(&first).await.map(Created::Repeat);
+        }
         let (builtin, custom) = new.role.to_columns();
         let inserted = api_token::ActiveModel {
-            id: Set(new_id()),
+            id: Set(id),
             organization_id: Set(new.organization_id.clone()),
             name: Set(new.name.clone()),
             description: Set(new.description.clone()),
@@ -52,11 +79,16 @@ impl Store {
             creator_display_name: Set(new.creator.display_name.clone()),
             create_time: Set(now()),
         }
-        .insert(&self.db)
+        .insert(&txn)
         .await;
         match inserted {
-            Ok(row) => api_token_from_model(row),
+            Ok(row) => {
+                commit(txn).await?;
+                api_token_from_model(row).map(Created::New)
+            }
             Err(err) if slipway_db::is_foreign_key_violation(&err) => {
+                // Nothing is written: roll back before looking further.
+                drop(txn);
                 // Two references could be missing: tell which.
                 let org = organization::Entity::find_by_id(new.organization_id.clone())
                     .one(&self.db)

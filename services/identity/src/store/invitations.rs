@@ -14,13 +14,14 @@ use slipway_db::sea_orm::{
 
 use super::entity::{invitation, membership, role, user};
 use super::members::load_member;
+use super::requests::claim;
 use super::types::{
     IdCursor, Invitation, InvitationStatus, Member, NewInvitation, Page, PageRequest, RoleRef,
     SecretHash, email_key, into_page, new_etag, new_id, now, truncate_time,
 };
 use super::{
-    Precondition, Resource, Store, StoreError, StoreResult, commit, principal_from_columns,
-    role_from_columns,
+    Created, Precondition, RequestKey, Resource, Store, StoreError, StoreResult, commit,
+    principal_from_columns, role_from_columns,
 };
 
 /// An invitation from its row, read at `at`: a pending row past its expire time is
@@ -116,9 +117,30 @@ impl Store {
     /// are marked expired first, so they do not block a new one. A custom role must belong
     /// to the organization ([`Resource::Role`] not found otherwise).
     pub async fn create_invitation(&self, new: &NewInvitation) -> StoreResult<Invitation> {
+        self.create_invitation_once(new, None)
+            .await
+            .map(Created::into_inner)
+    }
+
+    /// [`Store::create_invitation`] with an optional idempotency key, recorded in the same
+    /// transaction: a repeat of the key returns the invitation the first request created
+    /// (in its current state) and writes nothing; the repeat's `token_hash` is unused.
+    pub async fn create_invitation_once(
+        &self,
+        new: &NewInvitation,
+        request: Option<&RequestKey>,
+    ) -> StoreResult<Created<Invitation>> {
         let time = now();
         let key = email_key(&new.email);
+        let id = new_id();
         let txn = self.begin().await?;
+        if let Some(request) = request
+            && !claim(&txn, request, &id).await?
+        {
+            drop(txn);
+            let first = self.recorded_resource(request).await?;
+            return self.get_invitation(&first).await.map(Created::Repeat);
+        }
         expire_pending(&txn, Some(&new.organization_id), time).await?;
 
         let already_member = membership::Entity::find()
@@ -145,7 +167,7 @@ impl Store {
 
         let (builtin, custom) = new.role.to_columns();
         let row = invitation::ActiveModel {
-            id: Set(new_id()),
+            id: Set(id),
             organization_id: Set(new.organization_id.clone()),
             email: Set(new.email.clone()),
             email_key: Set(key),
@@ -172,7 +194,7 @@ impl Store {
             }
         })?;
         commit(txn).await?;
-        invitation_from_model(row, time)
+        invitation_from_model(row, time).map(Created::New)
     }
 
     /// An invitation by id.

@@ -602,3 +602,186 @@ impl MigrationTrait for CreateIdentitySchema {
         Ok(())
     }
 }
+
+/// Adds `identity_request_ids`: the `request_id` idempotency keys of the creates.
+///
+/// One row per (scope, method, request_id), written in the transaction of the create it
+/// names, so a create and its key commit or roll back together; the primary key makes a
+/// concurrent repeat wait for the first and then find its row. The scope is the
+/// organization the resource is created in, or the caller's user id for
+/// CreateOrganization. There is no foreign key to the resource: it may be deleted later,
+/// and a repeat then answers as a Get of it would.
+pub struct CreateRequestIds;
+
+impl MigrationName for CreateRequestIds {
+    fn name(&self) -> &str {
+        "m0002_create_identity_request_ids"
+    }
+}
+
+#[derive(Clone, Copy, DeriveIden)]
+enum IdentityRequestIds {
+    Table,
+    Scope,
+    Method,
+    RequestId,
+    ResourceId,
+    CreateTime,
+}
+
+/// The longest method name recorded (a gRPC method name, `CreateOrganization`).
+const METHOD_LEN: u32 = 64;
+/// The longest `request_id` the API accepts.
+const REQUEST_ID_LEN: u32 = 64;
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateRequestIds {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(IdentityRequestIds::Table)
+                    .col(id(IdentityRequestIds::Scope))
+                    .col(string(IdentityRequestIds::Method, METHOD_LEN))
+                    .col(string(IdentityRequestIds::RequestId, REQUEST_ID_LEN))
+                    .col(id(IdentityRequestIds::ResourceId))
+                    .col(time(IdentityRequestIds::CreateTime))
+                    .primary_key(
+                        Index::create()
+                            .name("pk_identity_request_ids")
+                            .col(IdentityRequestIds::Scope)
+                            .col(IdentityRequestIds::Method)
+                            .col(IdentityRequestIds::RequestId),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(IdentityRequestIds::Table)
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Adds `identity_action_results`: the answers of actions (revoke, accept, transfer, role
+/// change) that carried a `request_id`, so a repeat returns the first result.
+///
+/// Actions change state, so a repeat cannot simply run again (a second revoke of one token
+/// would fail, a second transfer would refuse the new owner); the encoded response of the
+/// first success is kept instead. The scope is the caller: a key is the client's own, and
+/// another caller reusing it learns nothing. Failed actions record nothing, so a retry of
+/// a failure runs anew.
+pub struct CreateActionResults;
+
+impl MigrationName for CreateActionResults {
+    fn name(&self) -> &str {
+        "m0003_create_identity_action_results"
+    }
+}
+
+#[derive(Clone, Copy, DeriveIden)]
+enum IdentityActionResults {
+    Table,
+    Scope,
+    Method,
+    RequestId,
+    Response,
+    CreateTime,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateActionResults {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(IdentityActionResults::Table)
+                    .col(id(IdentityActionResults::Scope))
+                    .col(string(IdentityActionResults::Method, METHOD_LEN))
+                    .col(string(IdentityActionResults::RequestId, REQUEST_ID_LEN))
+                    .col(
+                        ColumnDef::new(IdentityActionResults::Response)
+                            .blob()
+                            .not_null()
+                            .to_owned(),
+                    )
+                    .col(time(IdentityActionResults::CreateTime))
+                    .primary_key(
+                        Index::create()
+                            .name("pk_identity_action_results")
+                            .col(IdentityActionResults::Scope)
+                            .col(IdentityActionResults::Method)
+                            .col(IdentityActionResults::RequestId),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(IdentityActionResults::Table)
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Adds `identity_owner_credentials`: hashes of the owner credentials bootstrap prints.
+///
+/// A fresh install has no OIDC sign-in, yet its first organization needs someone who acts
+/// as its OWNER (API tokens never hold OWNER). Bootstrap hands out one `slp_` credential
+/// that signs in as the bootstrap owner *user*; only its SHA-256 is kept, here, so every
+/// identity replica recognises it.
+pub struct CreateOwnerCredentials;
+
+impl MigrationName for CreateOwnerCredentials {
+    fn name(&self) -> &str {
+        "m0004_create_identity_owner_credentials"
+    }
+}
+
+#[derive(Clone, Copy, DeriveIden)]
+enum IdentityOwnerCredentials {
+    Table,
+    SecretHash,
+    UserId,
+    CreateTime,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateOwnerCredentials {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(IdentityOwnerCredentials::Table)
+                    .col(string(IdentityOwnerCredentials::SecretHash, 64).primary_key())
+                    .col(id(IdentityOwnerCredentials::UserId))
+                    .col(time(IdentityOwnerCredentials::CreateTime))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(IdentityOwnerCredentials::Table)
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+}

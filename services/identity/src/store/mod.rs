@@ -25,6 +25,8 @@ mod invitations;
 mod members;
 pub mod migration;
 mod organizations;
+mod owner_credentials;
+mod requests;
 mod roles;
 pub mod types;
 mod users;
@@ -35,6 +37,7 @@ use slipway_db::sea_orm::{DatabaseTransaction, TransactionTrait as _};
 use slipway_db::sea_orm_migration::{MigrationTrait, MigratorTrait};
 
 pub use error::{Precondition, Resource, StoreError, StoreResult};
+pub use requests::{Created, RequestKey};
 pub use types::*;
 
 /// The migrations of `slipway-identity`, applied at start-up.
@@ -45,7 +48,12 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(migration::CreateIdentitySchema)]
+        vec![
+            Box::new(migration::CreateIdentitySchema),
+            Box::new(migration::CreateRequestIds),
+            Box::new(migration::CreateActionResults),
+            Box::new(migration::CreateOwnerCredentials),
+        ]
     }
 
     fn migration_table_name() -> DynIden {

@@ -10,11 +10,15 @@ use slipway_db::sea_orm::{
 
 use super::entity::{api_token, invitation, membership, organization, role};
 use super::members::{find_member, load_member};
+use super::requests::claim;
 use super::types::{
     BuiltinRole, Member, NameCursor, NewOrganization, Organization, OrganizationChanges,
     OwnershipTransfer, Page, PageRequest, into_page, new_etag, new_id, now,
 };
-use super::{Precondition, Resource, Store, StoreError, StoreResult, commit, missed_update};
+use super::{
+    Created, Precondition, RequestKey, Resource, Store, StoreError, StoreResult, commit,
+    missed_update,
+};
 
 pub(super) fn organization_from_model(m: organization::Model) -> Organization {
     Organization {
@@ -59,10 +63,52 @@ impl Store {
         new: &NewOrganization,
         owner_user_id: &str,
     ) -> StoreResult<(Organization, Member)> {
+        match self.insert_organization(new, owner_user_id, None).await? {
+            Ok(created) => Ok(created),
+            // Without a key there is no repeat.
+            Err(_) => Err(StoreError::corrupt(
+                "an organization created without a key was a repeat".to_owned(),
+            )),
+        }
+    }
+
+    /// [`Store::create_organization`] with an optional idempotency key, recorded in the
+    /// same transaction (its scope is the owner's user id): a repeat of the key returns the
+    /// organization the first request created (as a get of it would, so not found once
+    /// deleted) and writes nothing.
+    pub async fn create_organization_once(
+        &self,
+        new: &NewOrganization,
+        owner_user_id: &str,
+        request: Option<&RequestKey>,
+    ) -> StoreResult<Created<Organization>> {
+        match self
+            .insert_organization(new, owner_user_id, request)
+            .await?
+        {
+            Ok((org, _owner)) => Ok(Created::New(org)),
+            Err(first) => self.get_organization(&first).await.map(Created::Repeat),
+        }
+    }
+
+    /// The new organization and its owner, or the id of the one a repeated `request`
+    /// created first.
+    async fn insert_organization(
+        &self,
+        new: &NewOrganization,
+        owner_user_id: &str,
+        request: Option<&RequestKey>,
+    ) -> StoreResult<Result<(Organization, Member), String>> {
         let time = now();
         let org_id = new_id();
         let member_id = new_id();
         let txn = self.begin().await?;
+        if let Some(key) = request
+            && !claim(&txn, key, &org_id).await?
+        {
+            drop(txn);
+            return self.recorded_resource(key).await.map(Err);
+        }
         let org = organization::ActiveModel {
             id: Set(org_id.clone()),
             name: Set(new.name.clone()),
@@ -90,7 +136,7 @@ impl Store {
         .map_err(create_error)?;
         let owner = load_member(&txn, &member_id).await?;
         commit(txn).await?;
-        Ok((organization_from_model(org), owner))
+        Ok(Ok((organization_from_model(org), owner)))
     }
 
     /// An organization by id.

@@ -8,11 +8,15 @@ use slipway_db::sea_orm::{
 };
 
 use super::entity::{api_token, invitation, membership, role};
+use super::requests::claim;
 use super::types::{
     InvitationStatus, NameCursor, NewRole, Page, PageRequest, Role, RoleChanges, into_page,
     new_etag, new_id, now,
 };
-use super::{Precondition, Resource, Store, StoreError, StoreResult, commit, missed_update};
+use super::{
+    Created, Precondition, RequestKey, Resource, Store, StoreError, StoreResult, commit,
+    missed_update,
+};
 
 fn role_from_model(m: role::Model) -> Role {
     Role {
@@ -40,9 +44,31 @@ impl Store {
     /// Creates a custom role. A name taken in the organization is
     /// [`StoreError::AlreadyExists`]; an unknown organization is not found.
     pub async fn create_role(&self, new: &NewRole) -> StoreResult<Role> {
+        self.create_role_once(new, None)
+            .await
+            .map(Created::into_inner)
+    }
+
+    /// [`Store::create_role`] with an optional idempotency key, recorded in the same
+    /// transaction: a repeat of the key returns the role the first request created (as a
+    /// get of it would, so not found once deleted) and writes nothing.
+    pub async fn create_role_once(
+        &self,
+        new: &NewRole,
+        request: Option<&RequestKey>,
+    ) -> StoreResult<Created<Role>> {
         let time = now();
-        role::ActiveModel {
-            id: Set(new_id()),
+        let id = new_id();
+        let txn = self.begin().await?;
+        if let Some(key) = request
+            && !claim(&txn, key, &id).await?
+        {
+            drop(txn);
+            let first = self.recorded_resource(key).await?;
+            return self.get_role(&first).await.map(Created::Repeat);
+        }
+        let role = role::ActiveModel {
+            id: Set(id),
             organization_id: Set(new.organization_id.clone()),
             name: Set(new.name.clone()),
             description: Set(new.description.clone()),
@@ -51,7 +77,7 @@ impl Store {
             update_time: Set(time),
             etag: Set(new_etag()),
         }
-        .insert(&self.db)
+        .insert(&txn)
         .await
         .map(role_from_model)
         .map_err(|err| {
@@ -60,7 +86,9 @@ impl Store {
             } else {
                 StoreError::on_write(Resource::Role)(err)
             }
-        })
+        })?;
+        commit(txn).await?;
+        Ok(Created::New(role))
     }
 
     /// A custom role by id.

@@ -76,7 +76,11 @@ fn from_hex(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::NameCursor;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct NameCursor {
+        name: String,
+    }
 
     #[test]
     fn tokens_round_trip_and_stay_bound_to_their_query() {
