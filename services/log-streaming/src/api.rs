@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use slipway_api::{Violations, page};
 use slipway_auth::rbac::{Action, Answer, Decision, Principal, Resource, ResourceKind};
+use slipway_db::DatabaseConnection;
 use slipway_events::EventBus;
 use slipway_proto::ApiError;
 use slipway_proto::logs::v1 as pb;
@@ -60,12 +61,12 @@ pub struct Logs {
 }
 
 impl Logs {
-    /// Starts the live fan-out on `bus`.
-    pub fn new(bus: Arc<dyn EventBus>, options: LogOptions) -> Self {
+    /// Starts the live fan-out on `bus`; `db` keeps the environment directory.
+    pub fn new(bus: Arc<dyn EventBus>, db: DatabaseConnection, options: LogOptions) -> Self {
         Self {
             hub: Hub::start(Arc::clone(&bus)),
             history: History::new(Arc::clone(&bus)),
-            directory: Directory::new(bus),
+            directory: Directory::new(bus, db),
             quota: TailQuota::new(options.max_tails_per_organization),
             options,
         }
@@ -113,8 +114,12 @@ impl Logs {
 }
 
 fn directory_unavailable(error: DirectoryError) -> ApiError {
-    tracing::warn!(%error, "cannot read environment events");
-    ApiError::Unavailable("the event store is unavailable; retry shortly".to_owned())
+    tracing::warn!(%error, "cannot look an environment up");
+    let store = match error {
+        DirectoryError::Store(_) => "the database",
+        DirectoryError::Events(_) | DirectoryError::TimedOut => "the event store",
+    };
+    ApiError::Unavailable(format!("{store} is unavailable; retry shortly"))
 }
 
 fn history_unavailable(error: HistoryError) -> ApiError {

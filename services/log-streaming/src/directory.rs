@@ -7,8 +7,11 @@
 //! round trip), so a mode change or a deletion counts from the very next call, and an
 //! environment created a moment ago is found.
 //!
-//! Limit: an environment whose events have aged out of `EVENTS` (7 days) before this
-//! process first read them is unknown here and answers `NOT_FOUND`.
+//! What was read is kept in this service's database ([`crate::store`]) with the sequence
+//! it was read up to, so a restart, or a new replica, continues from there instead of
+//! depending on `EVENTS` still holding every environment's creation (it keeps 7 days).
+//! Limit: an installation whose log-streaming first starts after catalog's events of an
+//! environment aged out does not know that environment (`NOT_FOUND`) until it changes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,10 +19,14 @@ use std::time::Duration;
 
 use prost::Message as _;
 use slipway_auth::rbac::EnvironmentMode;
+use slipway_db::DatabaseConnection;
+use slipway_db::sea_orm::DbErr;
 use slipway_events::{EventBus, EventsError, ReadFrom, StreamKind};
 use slipway_proto::common::v1::EnvironmentMode as WireMode;
 use slipway_proto::events::v1::{Event, event::Payload};
 use tokio::sync::Mutex;
+
+use crate::store::{Change, DirectoryStore, StoredEnvironment};
 
 /// The events this directory is built from.
 const FILTER: &str = "slipway.events.catalog.environment.>";
@@ -37,6 +44,8 @@ pub struct Placement {
 
 #[derive(Default)]
 struct State {
+    /// Whether `environments` and `applied` were read from the store yet.
+    loaded: bool,
     environments: HashMap<String, Placement>,
     /// Last `EVENTS` sequence applied.
     applied: u64,
@@ -46,6 +55,7 @@ struct State {
 #[derive(Clone)]
 pub struct Directory {
     bus: Arc<dyn EventBus>,
+    store: DirectoryStore,
     state: Arc<Mutex<State>>,
 }
 
@@ -56,12 +66,16 @@ pub enum DirectoryError {
     Events(#[from] EventsError),
     #[error("reading environment events took too long")]
     TimedOut,
+    #[error("the environment directory's database failed")]
+    Store(#[from] DbErr),
 }
 
 impl Directory {
-    pub fn new(bus: Arc<dyn EventBus>) -> Self {
+    /// A directory reading `bus`, kept in `db` (with [`crate::store::Migrator`] applied).
+    pub fn new(bus: Arc<dyn EventBus>, db: DatabaseConnection) -> Self {
         Self {
             bus,
+            store: DirectoryStore::new(db),
             state: Arc::default(),
         }
     }
@@ -76,6 +90,15 @@ impl Directory {
     }
 
     async fn catch_up(&self, state: &mut State) -> Result<(), DirectoryError> {
+        if !state.loaded {
+            let (stored, applied) = self.store.load().await?;
+            state.environments = stored
+                .into_iter()
+                .map(|(id, env)| (id, placement(env)))
+                .collect();
+            state.applied = applied;
+            state.loaded = true;
+        }
         let mut reader = self
             .bus
             .read(
@@ -87,40 +110,63 @@ impl Directory {
         if reader.pending() == 0 {
             return Ok(());
         }
+        let mut changes = Vec::new();
+        let mut applied = state.applied;
         while let Some(record) = reader.next().await {
             let record = record?;
-            state.applied = record.sequence;
+            applied = record.sequence;
             match Event::decode(record.payload.as_ref()) {
-                Ok(event) => apply(&mut state.environments, event),
+                Ok(event) => changes.extend(change(event)),
                 Err(error) => tracing::warn!(%error, "skipping an undecodable environment event"),
             }
             if record.pending == 0 {
                 break;
             }
         }
+        // Stored first: memory never runs ahead of the database, so a failed write is
+        // read again from `EVENTS` by the next lookup.
+        self.store.save(&changes, applied).await?;
+        for change in changes {
+            match change {
+                Change::Put(id, env) => {
+                    state.environments.insert(id, placement(env));
+                }
+                Change::Remove(id) => {
+                    state.environments.remove(&id);
+                }
+            }
+        }
+        state.applied = applied;
         Ok(())
     }
 }
 
-fn apply(environments: &mut HashMap<String, Placement>, event: Event) {
-    let placement = |project_id: String, mode: i32| Placement {
+/// What `event` changes in the directory, if it is an environment event.
+fn change(event: Event) -> Option<Change> {
+    let stored = |project_id: String, mode: i32| StoredEnvironment {
         organization_id: event.organization_id.clone(),
         project_id,
-        mode: rbac_mode(mode),
+        mode,
     };
     match event.payload {
-        Some(Payload::EnvironmentCreated(created)) => {
-            let entry = placement(created.project_id, created.mode);
-            environments.insert(created.environment_id, entry);
-        }
-        Some(Payload::EnvironmentUpdated(updated)) => {
-            let entry = placement(updated.project_id, updated.mode);
-            environments.insert(updated.environment_id, entry);
-        }
-        Some(Payload::EnvironmentDeleted(deleted)) => {
-            environments.remove(&deleted.environment_id);
-        }
-        _ => {}
+        Some(Payload::EnvironmentCreated(created)) => Some(Change::Put(
+            created.environment_id,
+            stored(created.project_id, created.mode),
+        )),
+        Some(Payload::EnvironmentUpdated(updated)) => Some(Change::Put(
+            updated.environment_id,
+            stored(updated.project_id, updated.mode),
+        )),
+        Some(Payload::EnvironmentDeleted(deleted)) => Some(Change::Remove(deleted.environment_id)),
+        _ => None,
+    }
+}
+
+fn placement(env: StoredEnvironment) -> Placement {
+    Placement {
+        organization_id: env.organization_id,
+        project_id: env.project_id,
+        mode: rbac_mode(env.mode),
     }
 }
 

@@ -52,7 +52,7 @@ pub fn mount_with(
     platform: &Platform,
     options: LogOptions,
 ) -> (GrpcServer, Logs) {
-    let logs = Logs::new(Arc::clone(&platform.bus), options);
+    let logs = Logs::new(Arc::clone(&platform.bus), platform.db.clone(), options);
     let authenticate = AuthenticateLayer::new(Arc::clone(&platform.auth));
     let service = authenticate.layer(LogServiceServer::new(logs.clone()));
     (server.add_service(service), logs)
