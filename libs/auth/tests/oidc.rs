@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use p256::elliptic_curve::sec1::ToEncodedPoint as _;
 use p256::pkcs8::EncodePrivateKey as _;
-use rsa::pkcs1::EncodeRsaPrivateKey as _;
+use rsa::pkcs1::{DecodeRsaPrivateKey as _, EncodeRsaPrivateKey as _};
 use rsa::traits::PublicKeyParts as _;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -29,11 +29,13 @@ struct TestKey {
     jwk: Value,
 }
 
-/// RSA key generation is slow in debug builds: one key per test binary.
+/// A fixed RSA key from `tests/fixtures`: generating one takes seconds of CPU in a debug
+/// build, in every test process.
 fn rsa_key(kid: &str) -> TestKey {
     static KEY: OnceLock<rsa::RsaPrivateKey> = OnceLock::new();
-    let key =
-        KEY.get_or_init(|| rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap());
+    let key = KEY.get_or_init(|| {
+        rsa::RsaPrivateKey::from_pkcs1_pem(include_str!("fixtures/jwt-signing-a.pem")).unwrap()
+    });
     let der = key.to_pkcs1_der().unwrap();
     TestKey {
         alg: Algorithm::RS256,

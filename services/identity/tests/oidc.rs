@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rsa::pkcs1::EncodeRsaPrivateKey as _;
+use rsa::pkcs1::{DecodeRsaPrivateKey as _, EncodeRsaPrivateKey as _};
 use rsa::traits::PublicKeyParts as _;
 use serde_json::{Value, json};
 use slipway_db::sea_orm::{EntityTrait as _, PaginatorTrait as _};
@@ -52,14 +52,19 @@ fn rsa_key(key: &rsa::RsaPrivateKey, kid: &str) -> TestKey {
     }
 }
 
-/// RSA key generation is slow in debug builds: the two keys are made once per binary.
+/// Two fixed RSA keys (libs/auth's test fixtures): generating them takes seconds of CPU in
+/// a debug build, in every test process.
 fn keys() -> &'static (rsa::RsaPrivateKey, rsa::RsaPrivateKey) {
     static KEYS: OnceLock<(rsa::RsaPrivateKey, rsa::RsaPrivateKey)> = OnceLock::new();
     KEYS.get_or_init(|| {
-        let mut rng = rsa::rand_core::OsRng;
+        let key = |pem: &str| rsa::RsaPrivateKey::from_pkcs1_pem(pem).unwrap();
         (
-            rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap(),
-            rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap(),
+            key(include_str!(
+                "../../../libs/auth/tests/fixtures/jwt-signing-a.pem"
+            )),
+            key(include_str!(
+                "../../../libs/auth/tests/fixtures/jwt-signing-b.pem"
+            )),
         )
     })
 }
