@@ -13,6 +13,7 @@ pub mod hub;
 pub mod line;
 pub mod query;
 pub mod quota;
+pub mod settings;
 pub mod store;
 pub mod tail;
 
@@ -27,8 +28,7 @@ use slipway_kit::GrpcServer;
 use slipway_service::{Platform, ServiceError};
 use tokio::net::TcpListener;
 
-/// This service reads the settings every control-plane service reads.
-pub use slipway_service::ServiceSettings as Settings;
+pub use settings::Settings;
 
 /// The process and service name, in logs, traces and metrics.
 pub const SERVICE_NAME: &str = "slipway-log-streaming";
@@ -64,12 +64,13 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
+    let options = settings.logs.options();
     slipway_service::serve::<store::Migrator, _>(
         SERVICE_NAME,
-        settings,
+        settings.service,
         listener,
         shutdown,
-        |server, platform| mount(server, &platform),
+        |server, platform| mount_with(server, &platform, options).0,
     )
     .await
 }
