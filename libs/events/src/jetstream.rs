@@ -7,7 +7,7 @@ use async_nats::{
     jetstream::{
         self, AckKind, ErrorCode,
         consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
-        context::{GetStreamErrorKind, PublishErrorKind},
+        context::{CreateStreamError, CreateStreamErrorKind, GetStreamErrorKind, PublishErrorKind},
         message::{Acker, PublishMessage},
         stream::{
             ConsumerErrorKind, DiscardPolicy, LastRawMessageErrorKind, RetentionPolicy, StorageType,
@@ -37,6 +37,10 @@ const PULL_EXPIRES: Duration = Duration::from_secs(30);
 /// How often an idle server confirms a pull request is alive; two missed ones surface
 /// as a (transient) receive error, so a dead connection does not go unnoticed.
 const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+/// How many times a stream creation the server failed to store is tried again, and the
+/// first pause (doubled each time).
+const STREAM_CREATE_RETRIES: u32 = 5;
+const STREAM_CREATE_PAUSE: Duration = Duration::from_millis(50);
 
 /// The event bus on NATS JetStream. Cheap to clone (one shared connection).
 #[derive(Clone)]
@@ -209,6 +213,15 @@ fn from_nats_headers(map: Option<&HeaderMap>) -> (Option<String>, Headers) {
     (message_id, headers)
 }
 
+/// Whether the server failed to make a stream's storage, which is worth trying again: a
+/// server removes an account's store directory when its last stream goes, and a stream
+/// created at that moment fails (`STREAM_CREATE`, "could not create storage directory";
+/// seen with nats-server 2.9 when streams come and go side by side, as tests make them).
+fn store_not_ready(error: &CreateStreamError) -> bool {
+    matches!(error.kind(), CreateStreamErrorKind::JetStream(server)
+        if server.error_code() == ErrorCode::STREAM_CREATE)
+}
+
 fn retention_name(retention: RetentionPolicy) -> &'static str {
     match retention {
         RetentionPolicy::Limits => "limits",
@@ -242,14 +255,24 @@ impl EventBus for JetStreamBus {
                     wanted: kind.retention(),
                 });
             }
-            self.js
-                .create_or_update_stream(config)
-                .await
-                .map_err(|e| EventsError::Stream {
-                    stream: name.clone(),
-                    operation: "create or update",
-                    source: boxed(e),
-                })?;
+            let mut attempt = 0;
+            loop {
+                match self.js.create_or_update_stream(config.clone()).await {
+                    Ok(_) => break,
+                    Err(error) if attempt < STREAM_CREATE_RETRIES && store_not_ready(&error) => {
+                        attempt += 1;
+                        tracing::debug!(stream = %name, %error, attempt, "stream store not ready; retrying");
+                        tokio::time::sleep(STREAM_CREATE_PAUSE * 2u32.pow(attempt - 1)).await;
+                    }
+                    Err(error) => {
+                        return Err(EventsError::Stream {
+                            stream: name.clone(),
+                            operation: "create or update",
+                            source: boxed(error),
+                        });
+                    }
+                }
+            }
             tracing::debug!(stream = %name, "stream ensured");
         }
         Ok(())
@@ -620,5 +643,33 @@ impl AckHandle for JetStreamAcker {
             .ack_with(AckKind::Progress)
             .await
             .map_err(EventsError::Ack)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn server_error(code: u64, err_code: u64, description: &str) -> CreateStreamError {
+        let error: jetstream::Error = serde_json::from_value(serde_json::json!({
+            "code": code,
+            "err_code": err_code,
+            "description": description,
+        }))
+        .unwrap();
+        CreateStreamError::new(CreateStreamErrorKind::JetStream(error))
+    }
+
+    #[test]
+    fn only_a_failed_store_creation_is_tried_again() {
+        let race = server_error(500, 10049, "error creating store for stream");
+        assert!(store_not_ready(&race));
+        let subjects_overlap = server_error(400, 10065, "subjects overlap with an existing stream");
+        assert!(!store_not_ready(&subjects_overlap));
+        assert!(!store_not_ready(&CreateStreamError::new(
+            CreateStreamErrorKind::TimedOut
+        )));
     }
 }

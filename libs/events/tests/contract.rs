@@ -1182,3 +1182,28 @@ async fn readers_read_back_then_follow(bus: Arc<dyn EventBus>) {
         Err(EventsError::InvalidSubject { .. })
     ));
 }
+
+/// nats-server removes an account's store directory when its last file stream goes; a
+/// stream created at that moment fails with `STREAM_CREATE` ("could not create storage
+/// directory"). Namespaces that come and go side by side, as tests' do, hit that window
+/// within a few dozen rounds on an otherwise idle server (seen with 2.9.10); the bus tries
+/// such a creation again, so every round succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn jetstream_file_streams_come_and_go_side_by_side() {
+    let rounds = (0..3).map(|_| {
+        tokio::spawn(async {
+            for _ in 0..30 {
+                let namespace = Namespace::unique("churn").unwrap();
+                let settings = BusSettings::default().with_namespace(namespace);
+                let bus = JetStreamBus::connect(&nats_url(), settings).await.unwrap();
+                let made = bus.ensure_streams().await;
+                bus.delete_streams().await.unwrap();
+                made.map_err(|error| format!("{error:?}"))?;
+            }
+            Ok::<(), String>(())
+        })
+    });
+    for round in futures::future::join_all(rounds).await {
+        round.unwrap().unwrap();
+    }
+}
