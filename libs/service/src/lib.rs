@@ -177,9 +177,7 @@ fn remote_resolver(settings: &ServiceSettings) -> Result<RemoteResolver, Service
             "no [auth].service_credential: callers holding a custom role cannot be authorized"
         );
     }
-    let channel = tonic::transport::Endpoint::from_shared(url)
-        .map_err(|error| ConfigError::invalid("auth.identity_url", error.to_string()))?
-        .connect_lazy();
+    let channel = lazy_channel(url, "auth.identity_url")?;
     Ok(RemoteResolver::new(
         channel,
         RemoteSettings {
@@ -187,6 +185,16 @@ fn remote_resolver(settings: &ServiceSettings) -> Result<RemoteResolver, Service
             ..RemoteSettings::default()
         },
     ))
+}
+
+/// A channel to the peer service at `url` (the value of setting `setting`), connected on
+/// first use: services start in any order, so a peer that is not up yet is an error of
+/// the call that needs it, not of start-up. A URL that cannot be a gRPC endpoint is a
+/// settings error naming `setting`.
+pub fn lazy_channel(url: String, setting: &str) -> Result<tonic::transport::Channel, ConfigError> {
+    tonic::transport::Endpoint::from_shared(url)
+        .map(|endpoint| endpoint.connect_lazy())
+        .map_err(|error| ConfigError::invalid(setting, error.to_string()))
 }
 
 /// `[auth].service_credential`, checked in full (prefix, length, checksum): a damaged one

@@ -145,9 +145,7 @@ pub fn catalog_client(settings: &Settings) -> Result<CatalogClient, ConfigError>
                 "must be set: the orchestrator calls catalog's internal api as the control plane",
             )
         })?;
-    let channel = tonic::transport::Endpoint::from_shared(url)
-        .map_err(|error| ConfigError::invalid("catalog.url", error.to_string()))?
-        .connect_lazy();
+    let channel = slipway_service::lazy_channel(url, "catalog.url")?;
     CatalogClient::new(channel, credential)
         .map_err(|error| ConfigError::invalid("auth.service_credential", error.to_string()))
 }

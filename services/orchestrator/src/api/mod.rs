@@ -1266,8 +1266,12 @@ impl DeploymentService for Deployments {
 pub fn service_lookup(settings: &crate::Settings) -> Option<ServiceLookup> {
     let url = settings.catalog.url.clone()?;
     let credential = settings.auth.service_credential.clone()?;
-    let channel = tonic::transport::Endpoint::from_shared(url)
-        .ok()?
-        .connect_lazy();
+    let channel = match slipway_service::lazy_channel(url, "catalog.url") {
+        Ok(channel) => channel,
+        Err(error) => {
+            tracing::warn!(%error, "service actions are unavailable");
+            return None;
+        }
+    };
     ServiceLookup::new(channel, &credential)
 }
