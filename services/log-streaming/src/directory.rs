@@ -59,7 +59,7 @@ pub struct Directory {
     state: Arc<Mutex<State>>,
 }
 
-/// The directory could not read `EVENTS`.
+/// The directory could not read `EVENTS`, or its own tables.
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
     #[error(transparent)]
