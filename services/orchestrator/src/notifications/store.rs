@@ -9,7 +9,7 @@ use slipway_db::sea_orm::sea_query::{Expr, ExprTrait as _, OnConflict, Order, Qu
 use slipway_db::sea_orm::{ConnectionTrait, DbErr, QueryResult, TransactionTrait as _};
 
 use crate::store::m0003_notifications::{WebhookDeliveries as D, Webhooks as W};
-use crate::store::{RequestKey, StoreError, record_request, recorded_request};
+use crate::store::{RequestKey, StoreError, query_rows, record_request, recorded_request};
 
 /// What a webhook write failed with, beyond the database.
 #[derive(Debug, thiserror::Error)]
@@ -22,14 +22,6 @@ pub enum WebhookStoreError {
     Stale,
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-pub(crate) fn db_error(err: DbErr) -> StoreError {
-    if slipway_db::is_unavailable(&err) {
-        StoreError::Unavailable(err)
-    } else {
-        StoreError::Internal(err)
-    }
 }
 
 /// A webhook as stored, secret sealed.
@@ -222,7 +214,7 @@ impl NotificationStore {
         row: &WebhookRow,
         request: Option<&RequestKey>,
     ) -> Result<(String, bool), WebhookStoreError> {
-        let txn = self.db.begin().await.map_err(db_error)?;
+        let txn = self.db.begin().await.map_err(StoreError::db)?;
         if let Some(key) = request
             && let Err(err) = txn.execute(&record_request(key, &row.id)).await
         {
@@ -230,7 +222,7 @@ impl NotificationStore {
             if slipway_db::is_unique_violation(&err) {
                 return Ok((self.replay(key).await?, false));
             }
-            return Err(db_error(err).into());
+            return Err(StoreError::db(err).into());
         }
         let insert = Query::insert()
             .into_table(W::Table)
@@ -241,9 +233,9 @@ impl NotificationStore {
             if slipway_db::is_unique_violation(&err) {
                 return Err(WebhookStoreError::NameTaken);
             }
-            return Err(db_error(err).into());
+            return Err(StoreError::db(err).into());
         }
-        txn.commit().await.map_err(db_error)?;
+        txn.commit().await.map_err(StoreError::db)?;
         Ok((row.id.clone(), true))
     }
 
@@ -254,9 +246,9 @@ impl NotificationStore {
             .db
             .query_one(&statement)
             .await
-            .map_err(db_error)?
+            .map_err(StoreError::db)?
             .ok_or(StoreError::NotFound("request"))?;
-        result.try_get("", "resource_id").map_err(db_error)
+        result.try_get("", "resource_id").map_err(StoreError::db)
     }
 
     /// Records `key` as having created `resource_id`; false when it was recorded before.
@@ -268,7 +260,7 @@ impl NotificationStore {
         match self.db.execute(&record_request(key, resource_id)).await {
             Ok(_) => Ok(true),
             Err(err) if slipway_db::is_unique_violation(&err) => Ok(false),
-            Err(err) => Err(db_error(err)),
+            Err(err) => Err(StoreError::db(err)),
         }
     }
 
@@ -278,11 +270,15 @@ impl NotificationStore {
             .from(W::Table)
             .and_where(Expr::col(W::Id).eq(id))
             .to_owned();
-        let row = self.db.query_one(&statement).await.map_err(db_error)?;
+        let row = self
+            .db
+            .query_one(&statement)
+            .await
+            .map_err(StoreError::db)?;
         row.as_ref()
             .map(WebhookRow::from_result)
             .transpose()
-            .map_err(db_error)
+            .map_err(StoreError::db)
     }
 
     /// Webhooks of an organization ordered by name, after `after_name`, at most `limit`.
@@ -323,11 +319,9 @@ impl NotificationStore {
         &self,
         statement: slipway_db::sea_orm::sea_query::SelectStatement,
     ) -> Result<Vec<WebhookRow>, StoreError> {
-        let rows = self.db.query_all(&statement).await.map_err(db_error)?;
-        rows.iter()
-            .map(WebhookRow::from_result)
-            .collect::<Result<_, _>>()
-            .map_err(db_error)
+        query_rows(&self.db, &statement, WebhookRow::from_result)
+            .await
+            .map_err(StoreError::db)
     }
 
     /// Replaces the webhook with `row` if its etag is still `expected_etag`. Disabling it
@@ -337,7 +331,7 @@ impl NotificationStore {
         row: &WebhookRow,
         expected_etag: &str,
     ) -> Result<(), WebhookStoreError> {
-        let txn = self.db.begin().await.map_err(db_error)?;
+        let txn = self.db.begin().await.map_err(StoreError::db)?;
         let update = Query::update()
             .table(W::Table)
             .value(W::Name, row.name.clone())
@@ -358,7 +352,7 @@ impl NotificationStore {
             Err(err) if slipway_db::is_unique_violation(&err) => {
                 return Err(WebhookStoreError::NameTaken);
             }
-            Err(err) => return Err(db_error(err).into()),
+            Err(err) => return Err(StoreError::db(err).into()),
         };
         if result.rows_affected() != 1 {
             return Err(WebhookStoreError::Stale);
@@ -366,9 +360,9 @@ impl NotificationStore {
         if !row.enabled {
             txn.execute(&fail_pending(&row.id, "the webhook was disabled"))
                 .await
-                .map_err(db_error)?;
+                .map_err(StoreError::db)?;
         }
-        txn.commit().await.map_err(db_error)?;
+        txn.commit().await.map_err(StoreError::db)?;
         Ok(())
     }
 
@@ -378,7 +372,7 @@ impl NotificationStore {
         id: &str,
         etag: Option<&str>,
     ) -> Result<(), WebhookStoreError> {
-        let txn = self.db.begin().await.map_err(db_error)?;
+        let txn = self.db.begin().await.map_err(StoreError::db)?;
         let mut delete = Query::delete()
             .from_table(W::Table)
             .and_where(Expr::col(W::Id).eq(id))
@@ -386,7 +380,7 @@ impl NotificationStore {
         if let Some(etag) = etag {
             delete.and_where(Expr::col(W::Etag).eq(etag));
         }
-        let result = txn.execute(&delete).await.map_err(db_error)?;
+        let result = txn.execute(&delete).await.map_err(StoreError::db)?;
         if result.rows_affected() != 1 {
             return Err(WebhookStoreError::Stale);
         }
@@ -394,8 +388,8 @@ impl NotificationStore {
             .from_table(D::Table)
             .and_where(Expr::col(D::WebhookId).eq(id))
             .to_owned();
-        txn.execute(&deliveries).await.map_err(db_error)?;
-        txn.commit().await.map_err(db_error)?;
+        txn.execute(&deliveries).await.map_err(StoreError::db)?;
+        txn.commit().await.map_err(StoreError::db)?;
         Ok(())
     }
 
@@ -429,7 +423,7 @@ impl NotificationStore {
                     .to_owned(),
             )
             .to_owned();
-        let result = self.db.execute(&statement).await.map_err(db_error)?;
+        let result = self.db.execute(&statement).await.map_err(StoreError::db)?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -439,11 +433,15 @@ impl NotificationStore {
             .from(D::Table)
             .and_where(Expr::col(D::Id).eq(id))
             .to_owned();
-        let row = self.db.query_one(&statement).await.map_err(db_error)?;
+        let row = self
+            .db
+            .query_one(&statement)
+            .await
+            .map_err(StoreError::db)?;
         row.as_ref()
             .map(DeliveryRow::from_result)
             .transpose()
-            .map_err(db_error)
+            .map_err(StoreError::db)
     }
 
     /// A webhook's deliveries newest first (ids are UUIDv7), before `before_id`.
@@ -496,11 +494,9 @@ impl NotificationStore {
         &self,
         statement: slipway_db::sea_orm::sea_query::SelectStatement,
     ) -> Result<Vec<DeliveryRow>, StoreError> {
-        let rows = self.db.query_all(&statement).await.map_err(db_error)?;
-        rows.iter()
-            .map(DeliveryRow::from_result)
-            .collect::<Result<_, _>>()
-            .map_err(db_error)
+        query_rows(&self.db, &statement, DeliveryRow::from_result)
+            .await
+            .map_err(StoreError::db)
     }
 
     /// Takes a due delivery for one attempt: moves its due time from `due` to `until`, so
@@ -519,7 +515,7 @@ impl NotificationStore {
             .and_where(Expr::col(D::Status).eq(pending))
             .and_where(Expr::col(D::NextRetryTime).eq(due))
             .to_owned();
-        let result = self.db.execute(&statement).await.map_err(db_error)?;
+        let result = self.db.execute(&statement).await.map_err(StoreError::db)?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -531,7 +527,7 @@ impl NotificationStore {
             .and_where(Expr::col(D::CreateTime).lt(before))
             .and_where(Expr::col(D::Status).ne(pending))
             .to_owned();
-        let result = self.db.execute(&statement).await.map_err(db_error)?;
+        let result = self.db.execute(&statement).await.map_err(StoreError::db)?;
         Ok(result.rows_affected())
     }
 
@@ -548,7 +544,7 @@ impl NotificationStore {
             .value(D::Attempts, row.attempts.clone())
             .and_where(Expr::col(D::Id).eq(row.id.as_str()))
             .to_owned();
-        self.db.execute(&statement).await.map_err(db_error)?;
+        self.db.execute(&statement).await.map_err(StoreError::db)?;
         Ok(())
     }
 }

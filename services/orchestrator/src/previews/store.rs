@@ -6,7 +6,7 @@ use slipway_db::sea_orm::sea_query::{Expr, ExprTrait as _, OnConflict, Order, Qu
 use slipway_db::sea_orm::{ConnectionTrait as _, DbErr, QueryResult};
 
 use crate::store::m0005_previews::{PreviewDeliveries as W, Previews as P};
-use crate::store::now;
+use crate::store::{now, query_rows};
 
 /// What a preview query failed with. Messages are lowercase and carry no SQL.
 #[derive(Debug, thiserror::Error)]
@@ -119,16 +119,9 @@ impl PreviewStore {
         &self,
         statement: slipway_db::sea_orm::sea_query::SelectStatement,
     ) -> PreviewStoreResult<Vec<PreviewRow>> {
-        let results = self
-            .db
-            .query_all(&statement)
+        query_rows(&self.db, &statement, PreviewRow::from_result)
             .await
-            .map_err(PreviewStoreError::db)?;
-        results
-            .iter()
-            .map(PreviewRow::from_result)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(PreviewStoreError::Internal)
+            .map_err(PreviewStoreError::db)
     }
 
     /// Records `row` as a claim (no environment yet). [`PreviewStoreError::Taken`] when a

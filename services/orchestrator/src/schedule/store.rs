@@ -8,7 +8,6 @@ use slipway_db::sea_orm::sea_query::{Expr, ExprTrait as _, OnConflict, Query};
 use slipway_proto::catalog::v1 as cat;
 
 use super::rules::Transition;
-use crate::notifications::store::db_error;
 use crate::store::m0004_schedule::{ScheduleFirings as F, ScheduleRules as R};
 use crate::store::{StoreError, now};
 
@@ -60,7 +59,7 @@ impl ScheduleStore {
                     .to_owned(),
             )
             .to_owned();
-        self.db.execute(&statement).await.map_err(db_error)?;
+        self.db.execute(&statement).await.map_err(StoreError::db)?;
         Ok(())
     }
 
@@ -70,7 +69,7 @@ impl ScheduleStore {
             .from_table(R::Table)
             .and_where(Expr::col(R::RuleId).eq(id))
             .to_owned();
-        self.db.execute(&statement).await.map_err(db_error)?;
+        self.db.execute(&statement).await.map_err(StoreError::db)?;
         Ok(())
     }
 
@@ -81,10 +80,14 @@ impl ScheduleStore {
             .from(R::Table)
             .order_by(R::RuleId, slipway_db::sea_orm::sea_query::Order::Asc)
             .to_owned();
-        let rows = self.db.query_all(&statement).await.map_err(db_error)?;
+        let rows = self
+            .db
+            .query_all(&statement)
+            .await
+            .map_err(StoreError::db)?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let spec: Vec<u8> = row.try_get("", "spec").map_err(db_error)?;
+            let spec: Vec<u8> = row.try_get("", "spec").map_err(StoreError::db)?;
             match cat::DeploymentRule::decode(spec.as_slice()) {
                 Ok(rule) => out.push(rule),
                 Err(error) => tracing::warn!(%error, "undecodable stored deployment rule skipped"),
@@ -111,7 +114,7 @@ impl ScheduleStore {
             .db
             .query_one(&statement)
             .await
-            .map_err(db_error)?
+            .map_err(StoreError::db)?
             .is_some())
     }
 
@@ -138,7 +141,7 @@ impl ScheduleStore {
                     .to_owned(),
             )
             .to_owned();
-        let result = self.db.execute(&statement).await.map_err(db_error)?;
+        let result = self.db.execute(&statement).await.map_err(StoreError::db)?;
         Ok(result.rows_affected() == 1)
     }
 }

@@ -67,7 +67,8 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    fn db(err: DbErr) -> Self {
+    /// Classifies a database error: worth retrying (`Unavailable`) or not (`Internal`).
+    pub(crate) fn db(err: DbErr) -> Self {
         if slipway_db::is_unavailable(&err) {
             Self::Unavailable(err)
         } else {
@@ -78,6 +79,16 @@ impl StoreError {
 
 /// Results of the store.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Runs `select` and reads every row it returns with `read`; the caller maps the error
+/// into its own store's kind.
+pub(crate) async fn query_rows<T>(
+    db: &impl ConnectionTrait,
+    select: &SelectStatement,
+    read: fn(&QueryResult) -> Result<T, DbErr>,
+) -> Result<Vec<T>, DbErr> {
+    db.query_all(select).await?.iter().map(read).collect()
+}
 
 /// Where a deployment is, as the queue sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -436,15 +447,8 @@ impl Store {
         &self,
         statement: SelectStatement,
     ) -> StoreResult<Vec<DeploymentRow>> {
-        let results = self
-            .db
-            .query_all(&statement)
+        query_rows(&self.db, &statement, DeploymentRow::from_result)
             .await
-            .map_err(StoreError::db)?;
-        results
-            .iter()
-            .map(DeploymentRow::from_result)
-            .collect::<Result<Vec<_>, _>>()
             .map_err(StoreError::db)
     }
 
@@ -951,15 +955,8 @@ impl Store {
             .and_where(Expr::col(S::DeploymentId).eq(deployment_id))
             .order_by(S::Idx, Order::Asc)
             .to_owned();
-        let results = self
-            .db
-            .query_all(&statement)
+        query_rows(&self.db, &statement, StageRow::from_result)
             .await
-            .map_err(StoreError::db)?;
-        results
-            .iter()
-            .map(StageRow::from_result)
-            .collect::<Result<Vec<_>, _>>()
             .map_err(StoreError::db)
     }
 
@@ -1046,15 +1043,8 @@ impl Store {
             .and_where(Expr::col(R::CommandId).eq(command_id))
             .order_by(R::Sequence, Order::Asc)
             .to_owned();
-        let results = self
-            .db
-            .query_all(&statement)
+        query_rows(&self.db, &statement, StepReportRow::from_result)
             .await
-            .map_err(StoreError::db)?;
-        results
-            .iter()
-            .map(StepReportRow::from_result)
-            .collect::<Result<Vec<_>, _>>()
             .map_err(StoreError::db)
     }
 
@@ -1083,15 +1073,8 @@ impl Store {
             .and_where(Expr::col(SS::EnvironmentId).eq(environment_id))
             .order_by(SS::ServiceName, Order::Asc)
             .to_owned();
-        let results = self
-            .db
-            .query_all(&statement)
+        query_rows(&self.db, &statement, ServiceStateRow::from_result)
             .await
-            .map_err(StoreError::db)?;
-        results
-            .iter()
-            .map(ServiceStateRow::from_result)
-            .collect::<Result<Vec<_>, _>>()
             .map_err(StoreError::db)
     }
 
